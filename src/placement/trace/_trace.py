@@ -51,6 +51,9 @@ class ModelSpec:
     first_moe_layer:
         Index of the first MoE layer among the model's hidden layers (DeepSeek-V3: 3), used
         by exports that address all hidden layers.
+    hidden_size:
+        Width of a token's hidden state (DeepSeek-V3: 7168); the evaluator's default for
+        bytes per transmitted token.  ``None`` when unknown.
     """
 
     name: str
@@ -61,6 +64,7 @@ class ModelSpec:
     num_groups: int = 1
     topk_groups: int | None = None
     first_moe_layer: int = 0
+    hidden_size: int | None = None
 
     def validate(self, source: str | None = None) -> None:
         """Raise :class:`~placement.errors.PlacementInputError` naming the bad field."""
@@ -72,6 +76,10 @@ class ModelSpec:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:
                 raise input_error(f"must be a non-negative integer, got {value!r}", source, f"model.{name}")
+        if self.hidden_size is not None and (not isinstance(self.hidden_size, (int, np.integer))
+                                             or self.hidden_size < 1):
+            raise input_error(f"must be a positive integer or null, got {self.hidden_size!r}", source,
+                              "model.hidden_size")
         if self.top_k > self.num_experts:
             raise input_error(f"top_k={self.top_k} exceeds num_experts={self.num_experts}", source, "model.top_k")
         if self.num_groups < 1 or self.num_experts % self.num_groups:
@@ -97,6 +105,7 @@ class ModelSpec:
             "num_groups": int(self.num_groups),
             "topk_groups": None if self.topk_groups is None else int(self.topk_groups),
             "first_moe_layer": int(self.first_moe_layer),
+            "hidden_size": None if self.hidden_size is None else int(self.hidden_size),
         }
 
     @classmethod

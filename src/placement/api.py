@@ -1,0 +1,102 @@
+"""The high-level API: solve a placement, evaluate it, compare methods.
+
+>>> import placement
+>>> from placement.trace.synthesize import synthesize
+>>> trace = synthesize("mixtral-8x7b", 256, seed=1)
+>>> sol = placement.solve(trace, "fat-tree:2x4", method="round_robin")
+>>> sol.placement.slots.shape
+(32, 8, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .evaluate import Metrics, evaluate
+from .methods import Solution, run_method
+from .stats import TraceStats
+from .trace._trace import Trace
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .placement import Placement
+    from .topology import Topology
+
+__all__ = ["solve", "compare", "metrics_table", "as_topology", "as_stats"]
+
+
+def as_topology(topology: Topology | str) -> Topology:
+    """A :class:`~placement.topology.Topology` from itself, a preset spec or a YAML path."""
+    from .topology import Topology, load_topology
+
+    if isinstance(topology, Topology):
+        return topology
+    return load_topology(str(topology))
+
+
+def as_stats(trace: Trace | TraceStats) -> TraceStats:
+    """Statistics of ``trace`` (passed through when already a :class:`TraceStats`)."""
+    return trace if isinstance(trace, TraceStats) else TraceStats(trace)
+
+
+def solve(trace: Trace | TraceStats, topology: Topology | str, method: str = "contiguous",
+          **options: Any) -> Solution:
+    """Place the experts of ``trace``'s model on ``topology`` with ``method`` (see :data:`placement.METHODS`)."""
+    return run_method(method, as_stats(trace), as_topology(topology), **options)
+
+
+def metrics_table(metrics: Mapping[str, Metrics], reference: str | None = None) -> pd.DataFrame:
+    """One row per method of every scalar metric; with ``reference``, ``<metric>/ref`` ratio columns.
+
+    Ratios are method / reference for numeric metrics (``nan`` where the reference is 0).
+    """
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.concat([m.to_frame(name) for name, m in metrics.items()])
+    if reference is not None:
+        if reference not in metrics:
+            raise ValueError(f"reference {reference!r} is not among the compared methods {list(metrics)}")
+        ref = frame.loc[reference]
+        for col in ("hop_transmissions", "server_crossings", "alltoall_time_ms", "busiest_link_MB",
+                    "load_imbalance"):
+            denom = float(ref[col])
+            frame[f"{col}/ref"] = frame[col].astype(float) / denom if denom else np.nan
+    return frame
+
+
+def compare(trace: Trace | TraceStats, topology: Topology | str, methods: Iterable[str | tuple[str, Placement]],
+            *, reference: str | None = "contiguous", dispatch: str = "origin", dedup: bool = False,
+            origins: str = "auto", hidden_size: int | None = None, dtype: str = "bf16",
+            options: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """Solve with every method (or take given placements) and tabulate the evaluator's metrics.
+
+    ``methods`` holds registry names or ``(name, placement)`` pairs; ``options`` maps a method
+    name to its options.  The reference method is added when missing.
+    """
+    stats = as_stats(trace)
+    topo = as_topology(topology)
+    options = options or {}
+    entries = list(methods)
+    names = [e if isinstance(e, str) else e[0] for e in entries]
+    if reference is not None and reference not in names:
+        entries.append(reference)
+    results: dict[str, Metrics] = {}
+    extra: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if isinstance(entry, str):
+            sol = run_method(entry, stats, topo, **dict(options.get(entry, {})))
+            placement, name = sol.placement, entry
+            extra[name] = {"solve_s": sol.wall_time, "termination": sol.termination, "gap": sol.gap}
+        else:
+            name, placement = entry
+            extra[name] = {}
+        results[name] = evaluate(placement, stats.trace, topo, dispatch=dispatch, dedup=dedup, origins=origins,
+                                 hidden_size=hidden_size, dtype=dtype)
+    import pandas as pd
+
+    frame = metrics_table(results, reference)
+    solved = pd.DataFrame.from_dict(extra, orient="index")
+    return frame.join(solved) if len(solved.columns) else frame

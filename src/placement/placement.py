@@ -1,0 +1,292 @@
+"""The :class:`Placement`: which logical expert each physical slot of each GPU holds, per layer.
+
+A placement is a dense integer array ``slots [layers, gpus, slots_per_gpu]``: entry
+``slots[l, g, j]`` is the logical expert held by slot ``j`` of GPU ``g`` at MoE layer ``l``,
+or ``-1`` for an empty slot.  Physical slot ``p = g * slots_per_gpu + j`` is the EPLB/SGLang
+"physical expert" index.  An expert may have several replicas (several slots hold it); which
+replica a token uses is the evaluator's rule (nearest to the token, ties shared evenly; see
+:mod:`placement.evaluate`).
+
+Files are JSON or YAML with a schema version and the metadata of what produced them::
+
+    {"schema": "placement/1", "num_layers": 2, "num_experts": 4, "num_gpus": 2,
+     "slots_per_gpu": 2, "slots": [[[0, 1], [2, 3]], [[0, 2], [1, 3]]],
+     "metadata": {"method": "contiguous", ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._io import atomic_write_text
+from .errors import input_error
+
+__all__ = ["Placement", "load_placement", "SCHEMA"]
+
+SCHEMA = "placement/1"
+
+
+@dataclass(frozen=True, eq=False)
+class Placement:
+    """Expert-to-GPU placement of every MoE layer, replicas allowed.
+
+    Attributes
+    ----------
+    slots:
+        ``int32 [layers, gpus, slots_per_gpu]`` logical expert per physical slot, ``-1`` = empty.
+    num_experts:
+        Logical (routed) experts per layer; every one must appear at least once in every layer.
+    metadata:
+        What produced the placement (method, parameters, objective, bound...), JSON-serialisable.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = Placement.from_assignment(np.array([[0, 0, 1, 1], [0, 1, 0, 1]]), num_gpus=2)
+    >>> p.slots[1].tolist()
+    [[0, 2], [1, 3]]
+    >>> p.gpus_of(1, 3).tolist()
+    [1]
+    """
+
+    slots: np.ndarray
+    num_experts: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        slots = np.asarray(self.slots)
+        src = self.source
+        if slots.ndim != 3:
+            raise input_error(f"expected shape [layers, gpus, slots_per_gpu], got {slots.shape}", src, "slots")
+        if slots.dtype.kind not in "iu":
+            raise input_error(f"expert ids must be integers, got dtype {slots.dtype}", src, "slots")
+        if 0 in slots.shape:
+            raise input_error(f"empty placement (shape {slots.shape})", src, "slots")
+        E = int(self.num_experts)
+        if E < 1:
+            raise input_error(f"must be positive, got {self.num_experts}", src, "num_experts")
+        if slots.min() < -1 or slots.max() >= E:
+            bad = np.argwhere((slots < -1) | (slots >= E))[0]
+            raise input_error(f"expert id {int(slots[tuple(bad)])} at layer {bad[0]}, gpu {bad[1]}, slot {bad[2]} "
+                              f"is outside [0, {E}) (use -1 for an empty slot)", src, "slots")
+        present = np.zeros((slots.shape[0], E + 1), dtype=bool)
+        present[np.arange(slots.shape[0])[:, None], slots.reshape(slots.shape[0], -1) + 1] = True
+        missing = ~present[:, 1:]
+        if missing.any():
+            layer, expert = np.argwhere(missing)[0]
+            raise input_error(f"expert {expert} of layer {layer} is on no GPU; every expert needs at least one "
+                              "slot", src, "slots")
+        object.__setattr__(self, "slots", slots.astype(np.int32, copy=False))
+        object.__setattr__(self, "num_experts", E)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_assignment(cls, assignment: np.ndarray, num_gpus: int, *, slots_per_gpu: int | None = None,
+                        metadata: dict[str, Any] | None = None) -> Placement:
+        """One replica per expert: ``assignment int [layers, experts]`` gives each expert's GPU.
+
+        Experts fill a GPU's slots in increasing id order; ``slots_per_gpu`` defaults to the
+        largest number of experts any GPU holds in any layer.
+        """
+        a = np.asarray(assignment)
+        if a.ndim != 2:
+            raise input_error(f"expected shape [layers, experts], got {a.shape}", field="assignment")
+        if a.dtype.kind not in "iu":
+            raise input_error(f"GPU ids must be integers, got dtype {a.dtype}", field="assignment")
+        if a.size and (a.min() < 0 or a.max() >= num_gpus):
+            raise input_error(f"GPU ids must lie in [0, {num_gpus})", field="assignment")
+        L, E = a.shape
+        per_gpu = np.zeros((L, num_gpus), dtype=np.int64)
+        np.add.at(per_gpu, (np.repeat(np.arange(L), E), a.ravel()), 1)
+        need = int(per_gpu.max()) if per_gpu.size else 0
+        S = need if slots_per_gpu is None else int(slots_per_gpu)
+        if S < need:
+            raise input_error(f"a GPU holds {need} experts of one layer but slots_per_gpu={S}",
+                              field="slots_per_gpu")
+        slots = np.full((L, num_gpus, max(S, 1)), -1, dtype=np.int32)
+        # position of each expert among its GPU's experts (stable: increasing expert id)
+        order = np.argsort(a, axis=1, kind="stable")
+        sorted_gpu = np.take_along_axis(a, order, axis=1)
+        starts = np.cumsum(per_gpu, axis=1) - per_gpu  # [L, G] first index of each GPU's run
+        first = np.take_along_axis(starts, sorted_gpu, axis=1)
+        pos = np.arange(E)[None, :] - first
+        layer_idx = np.repeat(np.arange(L), E).reshape(L, E)
+        slots[layer_idx, sorted_gpu, pos] = order
+        return cls(slots=slots, num_experts=E, metadata=dict(metadata or {}))
+
+    # ------------------------------------------------------------------ views
+    @property
+    def num_layers(self) -> int:
+        return int(self.slots.shape[0])
+
+    @property
+    def num_gpus(self) -> int:
+        return int(self.slots.shape[1])
+
+    @property
+    def slots_per_gpu(self) -> int:
+        return int(self.slots.shape[2])
+
+    def replica_counts(self) -> np.ndarray:
+        """``int32 [layers, experts, gpus]``: copies of each expert on each GPU."""
+        L, G, S = self.slots.shape
+        E = self.num_experts
+        out = np.zeros(L * E * G, dtype=np.int32)
+        lay = np.repeat(np.arange(L), G * S)
+        gpu = np.tile(np.repeat(np.arange(G), S), L)
+        exp = self.slots.ravel().astype(np.int64)
+        keep = exp >= 0
+        np.add.at(out, (lay[keep] * E + exp[keep]) * G + gpu[keep], 1)
+        return out.reshape(L, E, G)
+
+    def num_replicas(self) -> np.ndarray:
+        """``int32 [layers, experts]``: replicas of each expert (>= 1)."""
+        return self.replica_counts().sum(axis=2, dtype=np.int32)
+
+    @property
+    def has_replicas(self) -> bool:
+        """True when some expert occupies more than one slot in some layer."""
+        return bool((self.slots >= 0).sum() > self.num_layers * self.num_experts)
+
+    def gpus_of(self, layer: int, expert: int) -> np.ndarray:
+        """``int64 [replicas]``: GPUs holding ``expert`` at ``layer`` (repeated if a GPU holds two copies)."""
+        g, _ = np.nonzero(self.slots[layer] == expert)
+        return g
+
+    def assignment(self) -> np.ndarray:
+        """``int64 [layers, experts]`` GPU of each expert; only for placements without replicas."""
+        if self.has_replicas:
+            raise input_error("this placement has replicas; use replica_counts() instead of assignment()",
+                              self.source, "slots")
+        L, G, S = self.slots.shape
+        out = np.empty((L, self.num_experts), dtype=np.int64)
+        lay, gpu, slot = np.nonzero(self.slots >= 0)
+        out[lay, self.slots[lay, gpu, slot]] = gpu
+        return out
+
+    def slots_used(self) -> np.ndarray:
+        """``int64 [gpus]``: occupied slots summed over layers (the memory an expert weight set takes)."""
+        return (self.slots >= 0).sum(axis=(0, 2)).astype(np.int64)
+
+    def phy2log(self) -> np.ndarray:
+        """``int64 [layers, gpus * slots_per_gpu]``: EPLB's physical-to-logical map (-1 for empty slots)."""
+        return self.slots.reshape(self.num_layers, -1).astype(np.int64)
+
+    def summary(self) -> dict[str, Any]:
+        counts = self.num_replicas()
+        per_gpu = (self.slots >= 0).sum(axis=2)
+        return {
+            "layers": self.num_layers,
+            "experts": self.num_experts,
+            "gpus": self.num_gpus,
+            "slots_per_gpu": self.slots_per_gpu,
+            "replicated_experts": int((counts > 1).sum()),
+            "extra_replicas": int((counts - 1).sum()),
+            "experts_per_gpu_min": int(per_gpu.min()),
+            "experts_per_gpu_max": int(per_gpu.max()),
+            "method": self.metadata.get("method"),
+        }
+
+    def same_as(self, other: Placement) -> bool:
+        """Same experts on the same GPUs in every layer (slot order within a GPU ignored)."""
+        return (self.num_experts == other.num_experts and self.slots.shape[:2] == other.slots.shape[:2]
+                and np.array_equal(self.replica_counts(), other.replica_counts()))
+
+    # ------------------------------------------------------------------ files
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "num_layers": self.num_layers,
+            "num_experts": self.num_experts,
+            "num_gpus": self.num_gpus,
+            "slots_per_gpu": self.slots_per_gpu,
+            "slots": self.slots.tolist(),
+            "metadata": _jsonable(self.metadata),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<memory>") -> Placement:
+        if not isinstance(data, dict):
+            raise input_error("a placement file must hold a mapping at the top level", source)
+        schema = data.get("schema")
+        if schema != SCHEMA:
+            raise input_error(f"unsupported schema {schema!r}; this placement reads {SCHEMA!r}", source, "schema")
+        for key in ("num_experts", "slots"):
+            if key not in data:
+                raise input_error("missing", source, key)
+        try:
+            slots = np.asarray(data["slots"], dtype=np.int64)
+        except (TypeError, ValueError) as exc:
+            raise input_error(f"must be a [layers][gpus][slots] nested list of integers ({exc})", source,
+                              "slots") from exc
+        for key, axis in (("num_layers", 0), ("num_gpus", 1), ("slots_per_gpu", 2)):
+            if key in data and slots.ndim == 3 and data[key] != slots.shape[axis]:
+                raise input_error(f"says {data[key]} but 'slots' has {slots.shape[axis]}", source, key)
+        metadata = data.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise input_error("must be a mapping", source, "metadata")
+        return cls(slots=slots, num_experts=int(data["num_experts"]), metadata=metadata, source=source)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write JSON (``.json``) or YAML (``.yaml``/``.yml``) atomically."""
+        p = Path(path)
+        suffix = p.suffix.lower()
+        if suffix == ".json":
+            text = json.dumps(self.to_dict(), indent=None, separators=(",", ":")) + "\n"
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        else:
+            raise input_error(f"unknown placement file extension '{p.suffix}'; use .json, .yaml or .yml",
+                              str(path))
+        atomic_write_text(p, text)
+        return p
+
+
+def load_placement(path: str | os.PathLike[str]) -> Placement:
+    """Read a placement written by :meth:`Placement.save` (JSON or YAML)."""
+    p = Path(path)
+    src = str(path)
+    if not p.is_file():
+        raise input_error("file not found; check the path", src)
+    text = p.read_text(encoding="utf-8")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".json":
+            data = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise input_error(f"unknown placement file extension '{p.suffix}'; use .json, .yaml or .yml", src)
+    except json.JSONDecodeError as exc:
+        raise input_error(f"invalid JSON at line {exc.lineno}: {exc.msg}", src) from exc
+    except Exception as exc:
+        if exc.__class__.__module__.startswith("yaml"):
+            raise input_error(f"invalid YAML ({exc})", src) from exc
+        raise
+    return Placement.from_dict(data, source=src)
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays inside metadata to plain Python for JSON/YAML."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
