@@ -336,7 +336,8 @@ def _validated_copy(graph: Any, source: str) -> nx.Graph:
         try:
             bw = float(bw)
         except (TypeError, ValueError):
-            raise input_error(f"bandwidth must be a number, got {bw!r}", source, f"{where}.bandwidth") from None
+            raise input_error(f"bandwidth must be a number, got {bw!r}", source,
+                              f"{where}.bandwidth") from None
         if not (math.isfinite(bw) and bw > 0):
             raise input_error(f"bandwidth must be positive and finite, got {bw!r}; give bytes per second "
                               "per direction", source, f"{where}.bandwidth")
@@ -408,8 +409,8 @@ def _build(graph: Any, *, name: str, source: str) -> Topology:
         if r is None:
             continue
         if server_rack.setdefault(s, r) != r:
-            raise input_error(f"GPUs of server '{s}' are in racks '{server_rack[s]}' and '{r}'; a server sits "
-                              "in one rack", source, f"nodes[{n}].rack")
+            raise input_error(f"GPUs of server '{s}' are in racks '{server_rack[s]}' and '{r}'; a server "
+                              "sits in one rack", source, f"nodes[{n}].rack")
     racks: list[str] = []
     rack_pos: dict[str, int] = {}
     for s in servers:
@@ -438,16 +439,19 @@ def _build(graph: Any, *, name: str, source: str) -> Topology:
     arc_lat = np.repeat(elat, 2)
     arc_tier = tuple(t for t in etier for _ in range(2))
     first_seen = list(dict.fromkeys(etier))
-    tiers = tuple([t for t in KNOWN_TIERS if t in first_seen] + [t for t in first_seen if t not in KNOWN_TIERS])
+    tiers = tuple([t for t in KNOWN_TIERS if t in first_seen]
+                  + [t for t in first_seen if t not in KNOWN_TIERS])
     tier_pos = {t: i for i, t in enumerate(tiers)}
     arc_tier_index = np.array([tier_pos[t] for t in arc_tier], dtype=np.int32)
-    arc_names = tuple(f"{nodes[s]}->{nodes[d]}" for s, d in zip(arc_src.tolist(), arc_dst.tolist(), strict=True))
+    arc_names = tuple(f"{nodes[s]}->{nodes[d]}"
+                      for s, d in zip(arc_src.tolist(), arc_dst.tolist(), strict=True))
 
     # hop cost of each link: 0 inside a server, else 1
     # servers that hold no GPU still count as servers for the hop metric: give them their own codes
     extra = {s: len(server_pos) + i for i, s in enumerate(dict.fromkeys(
         s for s in node_server if s is not None and s not in server_pos))}
-    srv = np.array([-1 if s is None else server_pos.get(s, extra.get(s, -1)) for s in node_server], dtype=np.int64)
+    srv = np.array([-1 if s is None else server_pos.get(s, extra.get(s, -1)) for s in node_server],
+                   dtype=np.int64)
     edge_free = (srv[ea] >= 0) & (srv[ea] == srv[eb])
     arc_hop = np.repeat(np.where(edge_free, 0.0, 1.0), 2)
 
@@ -464,19 +468,25 @@ def _build(graph: Any, *, name: str, source: str) -> Topology:
     wmat = sp.csr_matrix((weight, (arc_src, arc_dst)), shape=(N, N))
     _, pred = csgraph.dijkstra(wmat, directed=True, indices=gpu_node, return_predecessors=True)
 
-    route_rows, route_arcs, length, lat_sum, bw_min, hop_sum = _walk_routes(pred, gpu_node, arc_src, arc_dst,
-                                                                            N, arc_bw, arc_lat, arc_hop)
-    if not np.array_equal(hop_sum, hops):  # pragma: no cover - an internal invariant
-        bad = np.argwhere(hop_sum != hops)[0]
-        raise RuntimeError(f"route from {gpus[bad[0]]} to {gpus[bad[1]]} has {hop_sum[tuple(bad)]} hops, "
-                           f"the hop metric says {hops[tuple(bad)]}")
+    route_rows, route_arcs = _walk_routes(pred, gpu_node, arc_src, arc_dst, N)
     route_matrix = sp.csr_matrix((np.ones(route_rows.size), (route_rows, route_arcs)), shape=(G * G, 2 * E))
     route_matrix.sum_duplicates()
     route_matrix.sort_indices()
 
+    # per-pair sums and minimum along the routes: [G, G] each
+    length = np.diff(route_matrix.indptr).astype(np.int32).reshape(G, G)
+    lat_sum = (route_matrix @ arc_lat).reshape(G, G)
+    hop_sum = (route_matrix @ arc_hop).reshape(G, G)
+    bw_min = np.full(G * G, np.inf)
+    nonempty = length.ravel() > 0
+    bw_min[nonempty] = np.minimum.reduceat(arc_bw[route_matrix.indices], route_matrix.indptr[:-1][nonempty])
+    bw_min = bw_min.reshape(G, G)
+    if not np.array_equal(hop_sum, hops):  # pragma: no cover - an internal invariant
+        bad = tuple(np.argwhere(hop_sum != hops)[0])
+        raise RuntimeError(f"route from {gpus[bad[0]]} to {gpus[bad[1]]} has {hop_sum[bad]} hops, "
+                           f"the hop metric says {hops[bad]}")
     seconds_per_byte = np.zeros((G, G))
-    off = ~np.eye(G, dtype=bool)
-    seconds_per_byte[off] = 1.0 / bw_min[off]
+    np.divide(1.0, bw_min, out=seconds_per_byte, where=np.isfinite(bw_min))
 
     nx.freeze(g)
     return Topology(
@@ -490,7 +500,8 @@ def _build(graph: Any, *, name: str, source: str) -> Topology:
     )
 
 
-def _hop_matrix(N: int, ea: np.ndarray, eb: np.ndarray, edge_free: np.ndarray, gpu_node: np.ndarray) -> np.ndarray:
+def _hop_matrix(N: int, ea: np.ndarray, eb: np.ndarray, edge_free: np.ndarray,
+                gpu_node: np.ndarray) -> np.ndarray:
     """``float64 [G, G]`` hop metric, computed independently of the routes.
 
     Contract every free (intra-server) link, then count links by breadth-first search on the
@@ -507,40 +518,36 @@ def _hop_matrix(N: int, ea: np.ndarray, eb: np.ndarray, edge_free: np.ndarray, g
     return np.ascontiguousarray(hops, dtype=np.float64)
 
 
-def _walk_routes(pred: np.ndarray, gpu_node: np.ndarray, arc_src: np.ndarray, arc_dst: np.ndarray, N: int,
-                 arc_bw: np.ndarray, arc_lat: np.ndarray, arc_hop: np.ndarray):
-    """Walk the predecessor trees of all ``G*G`` pairs at once, one link per step.
+def _walk_routes(pred: np.ndarray, gpu_node: np.ndarray, arc_src: np.ndarray, arc_dst: np.ndarray,
+                 N: int) -> tuple[np.ndarray, np.ndarray]:
+    """Walk the predecessor trees of all ``G*G`` GPU pairs at once, one link per step.
 
-    Returns the (row, arc) entries of the route matrix and, per pair, ``int32 [G, G]`` link count,
-    ``float64 [G, G]`` latency sum, bottleneck bandwidth (``inf`` on the diagonal) and hop sum.
+    ``pred`` is ``int32 [G, N]`` (dijkstra from each GPU).  Returns the (row, arc) entries of the
+    route matrix, ``int64 [nnz]`` each; row ``u*G + v`` lists the arcs from GPU ``u`` to GPU ``v``.
     """
     G = gpu_node.size
+    # the arc entering each node of each shortest-path tree, looked up once: pred_arc [G, N]
     keys = arc_src.astype(np.int64) * N + arc_dst
     key_order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[key_order]
+    pred_arc = np.full(pred.shape, -1, dtype=np.int64)
+    has_pred = pred >= 0
+    target = np.broadcast_to(np.arange(N, dtype=np.int64), pred.shape)[has_pred]
+    wanted = pred[has_pred].astype(np.int64) * N + target
+    pred_arc[has_pred] = key_order[np.searchsorted(keys[key_order], wanted)]
 
     pair = np.arange(G * G, dtype=np.int64)
     src = pair // G
     cur = gpu_node[pair % G].astype(np.int64)
-    length = np.zeros(G * G, dtype=np.int32)
-    lat = np.zeros(G * G)
-    hop = np.zeros(G * G)
-    bw = np.full(G * G, np.inf)
     rows: list[np.ndarray] = []
     arcs: list[np.ndarray] = []
     active = pair[src != pair % G]
     while active.size:
-        c = cur[active]
-        p = pred[src[active], c].astype(np.int64)
-        arc = key_order[np.searchsorted(sorted_keys, p * N + c)]
+        arc = pred_arc[src[active], cur[active]]
         rows.append(active)
         arcs.append(arc)
-        length[active] += 1
-        lat[active] += arc_lat[arc]
-        hop[active] += arc_hop[arc]
-        bw[active] = np.minimum(bw[active], arc_bw[arc])
-        cur[active] = p
-        active = active[p != gpu_node[src[active]]]
+        prev = arc_src[arc]
+        cur[active] = prev
+        active = active[prev != gpu_node[src[active]]]
     row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     col = np.concatenate(arcs) if arcs else np.zeros(0, dtype=np.int64)
-    return (row, col, length.reshape(G, G), lat.reshape(G, G), bw.reshape(G, G), hop.reshape(G, G))
+    return row, col

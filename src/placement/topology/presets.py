@@ -61,7 +61,8 @@ def _count(value: Any, key: str, source: str, minimum: int = 1) -> int:
 
 
 def _positive(value: Any, key: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= 0:
         raise input_error(f"must be a finite number > 0, got {value!r}", source, key)
     return float(value)
 
@@ -124,7 +125,8 @@ def dgx_h100(gpus: int = 8, nvlink_GBps: float = NVLINK_GBPS, pcie_GBps: float =
 
 
 def _fat_tree(name: str, servers: Any, gpus: Any, servers_per_leaf: Any, spines: Any, oversubscription: Any,
-              nvlink_GBps: Any, pcie_GBps: Any, nic_GBps: Any, default_spines: Callable[[int, float], int]) -> Topology:
+              nvlink_GBps: Any, pcie_GBps: Any, nic_GBps: Any,
+              default_spines: Callable[[int, float], int]) -> Topology:
     src = _source(name)
     servers = _count(servers, "servers", src)
     gpus = _count(gpus, "gpus", src)
@@ -191,7 +193,8 @@ def sparse_fat_tree(servers: int = 4, gpus: int = 8, servers_per_leaf: int = 2, 
 
 def dragonfly(groups: int = 4, routers_per_group: int = 2, servers_per_router: int = 1, gpus: int = 8,
               local_GBps: float = 400.0, global_GBps: float = 200.0, nvlink_GBps: float = NVLINK_GBPS,
-              pcie_GBps: float = PCIE_GBPS, nic_GBps: float = NIC_GBPS, *, name: str = "dragonfly") -> Topology:
+              pcie_GBps: float = PCIE_GBPS, nic_GBps: float = NIC_GBPS,
+              *, name: str = "dragonfly") -> Topology:
     """A dragonfly: ``groups`` groups of ``routers_per_group`` routers, all-to-all inside a group
     (tier ``local``), one link between each pair of groups (tier ``global``).
 
@@ -277,7 +280,8 @@ def nvl72(racks: int = 1, gpus: int = 72, nvswitches: int = 1, leaves_per_rack: 
     nvswitches = _count(nvswitches, "nvswitches", src)
     lpr = _count(leaves_per_rack, "leaves_per_rack", src)
     if lpr > gpus:
-        raise input_error(f"must be at most gpus={gpus} (each leaf needs a NIC), got {lpr}", src, "leaves_per_rack")
+        raise input_error(f"must be at most gpus={gpus} (each leaf needs a NIC), got {lpr}", src,
+                          "leaves_per_rack")
     spines = _count(spines, "spines", src)
     nvlink, pcie = _positive(nvlink_GBps, "nvlink_GBps", src), _positive(pcie_GBps, "pcie_GBps", src)
     nic = _positive(nic_GBps, "nic_GBps", src)
@@ -352,8 +356,8 @@ def parse_preset_spec(spec: str) -> tuple[str, dict[str, int | float]]:
     Unknown names or keys raise :class:`~placement.errors.PlacementInputError` listing the valid ones.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise input_error(f"a preset spec must be a non-empty string, got {spec!r}; presets: {_valid_names()}",
-                          "preset", "spec")
+        raise input_error(f"a preset spec must be a non-empty string, got {spec!r}; presets: "
+                          f"{_valid_names()}", "preset", "spec")
     head, _, rest = spec.strip().partition(":")
     head = head.strip()
     source = _source(spec)

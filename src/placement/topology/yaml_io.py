@@ -109,7 +109,7 @@ def load_topology(spec_or_path: str | os.PathLike[str]) -> Topology:
 
 def _load_file(path: Path, source: str) -> Topology:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise input_error(f"invalid YAML: {' '.join(str(exc).split())}", source) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -131,8 +131,8 @@ def _number(value: Any, source: str, field: str) -> float:
 def _bandwidth(value: Any, source: str, field: str) -> float:
     bw = _number(value, source, field)
     if not (math.isfinite(bw) and bw > 0):
-        raise input_error(f"bandwidth must be positive and finite (GB/s per direction), got {value!r}", source,
-                          field)
+        raise input_error(f"bandwidth must be positive and finite (GB/s per direction), got {value!r}",
+                          source, field)
     return bw
 
 
@@ -143,9 +143,11 @@ def _latency(value: Any, source: str, field: str) -> float:
     return lat
 
 
-def _mapping(value: Any, keys: tuple[str, ...], source: str, field: str, required: tuple[str, ...] = ()) -> dict:
+def _mapping(value: Any, keys: tuple[str, ...], source: str, field: str,
+             required: tuple[str, ...] = ()) -> dict:
     if not isinstance(value, dict):
-        raise input_error(f"must be a mapping with keys {list(keys)}, got {type(value).__name__}", source, field)
+        raise input_error(f"must be a mapping with keys {list(keys)}, got {type(value).__name__}", source,
+                          field)
     unknown = [k for k in value if k not in keys]
     if unknown:
         raise input_error(f"unknown key(s) {unknown}; allowed keys: {list(keys)}", source, field)
@@ -182,8 +184,8 @@ def topology_from_yaml_dict(data: Any, source: str = "<memory>", default_name: s
     if "preset" in data:
         extra = [k for k in data if k not in ("name", "preset")]
         if extra:
-            raise input_error(f"a preset file takes only 'name' and 'preset'; remove {extra} or drop 'preset'",
-                              source, "preset")
+            raise input_error(f"a preset file takes only 'name' and 'preset'; remove {extra} or drop "
+                              "'preset'", source, "preset")
         spec = data["preset"]
         if not isinstance(spec, str):
             raise input_error(f"must be a preset spec string such as 'fat-tree:4x8', got {spec!r}", source,
@@ -192,12 +194,13 @@ def topology_from_yaml_dict(data: Any, source: str = "<memory>", default_name: s
             topo = preset(spec)
         except PlacementInputError as exc:
             raise input_error(str(exc), source, "preset") from None
-        return dataclasses.replace(topo, name=data.get("name") and name or topo.name, source=source)
+        return dataclasses.replace(topo, name=name if data.get("name") is not None else topo.name,
+                                   source=source)
 
     for key in ("nodes", "links"):
         if key not in data:
-            raise input_error(f"missing key '{key}' (or give 'preset: NAME' instead of nodes and links)", source,
-                              key)
+            raise input_error(f"missing key '{key}' (or give 'preset: NAME' instead of nodes and links)",
+                              source, key)
         if not isinstance(data[key], list) or not data[key]:
             raise input_error("must be a non-empty list", source, key)
 
@@ -222,8 +225,8 @@ def topology_from_yaml_dict(data: Any, source: str = "<memory>", default_name: s
         _mapping(node, NODE_KEYS, source, where, required=("id", "kind"))
         nid = _text(node["id"], source, f"{where}.id")
         if nid in declared:
-            raise input_error(f"duplicate node id '{nid}' (first declared at nodes[{declared[nid]}]); node ids "
-                              "must be unique", source, f"{where}.id")
+            raise input_error(f"duplicate node id '{nid}' (first declared at nodes[{declared[nid]}]); node "
+                              "ids must be unique", source, f"{where}.id")
         declared[nid] = i
         attrs = {"kind": _text(node["kind"], source, f"{where}.kind")}
         for key in ("server", "rack"):
@@ -305,7 +308,8 @@ def save_topology_yaml(topology: Topology, path: str | os.PathLike[str]) -> None
     Every node and link is written explicitly, one per line; node, link and arc order are kept.
     """
     header = (f"# placement topology '{topology.name}': {topology.num_gpus} GPUs, {topology.num_servers} "
-              f"servers, {topology.num_links} links\n# bandwidth_GBps: 1e9 bytes/s per direction; latency_us: "
-              "microseconds\n")
-    body = yaml.safe_dump(topology_to_yaml_dict(topology), sort_keys=False, default_flow_style=None, width=1000)
+              f"servers, {topology.num_links} links\n"
+              "# bandwidth_GBps: 1e9 bytes/s per direction; latency_us: microseconds\n")
+    body = yaml.safe_dump(topology_to_yaml_dict(topology), sort_keys=False, default_flow_style=None,
+                          width=1000)
     atomic_write_text(path, header + body)

@@ -1,0 +1,296 @@
+"""The :class:`Backend` contract, the errors backends raise, and the machinery they share.
+
+Every backend runs its solver in a worker thread while the calling thread waits, so that the
+calling thread stays able to
+
+* receive Ctrl-C (``KeyboardInterrupt`` is only delivered to Python's main thread, between
+  bytecodes) and turn it into the solver's own interrupt, after which the solve returns the
+  best solution found so far with ``limit = interrupted``;
+* print the progress line and call ``SolveParams.progress`` at most once per second.
+
+Solver callbacks (which run on solver threads) only store numbers in a :class:`SolveMonitor`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from ..errors import PlacementInputError, input_error
+from ..milp._model import MilpModel
+from ..milp._result import Limit, Progress, SolveParams, SolveResult, Termination, relative_gap
+
+__all__ = ["Backend", "BackendUnavailableError", "ModelNotSupportedError", "SolveMonitor"]
+
+T = TypeVar("T")
+
+#: Seconds between two progress reports (and before the first one).
+PROGRESS_PERIOD = 1.0
+#: Seconds the waiting thread sleeps between checks of the worker.
+_POLL = 0.05
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend's solver cannot be imported or does not work here; the message says why."""
+
+
+class ModelNotSupportedError(PlacementInputError):
+    """The model uses something the backend cannot represent exactly (continuous columns for
+    CP-SAT, fractional coefficients...); the message names the row or column and the fix."""
+
+
+class SolveMonitor:
+    """Shared state between solver callbacks (any thread) and the waiting thread.
+
+    Parameters
+    ----------
+    backend:
+        Backend name, for the progress line.
+    params:
+        The solve parameters (``verbose``, ``progress``).
+    sense:
+        ``"min"`` or ``"max"``; fixes the "no bound yet" value.
+    """
+
+    def __init__(self, backend: str, params: SolveParams, sense: str) -> None:
+        self.backend = backend
+        self._params = params
+        self._sign = 1.0 if sense == "min" else -1.0
+        self._lock = threading.Lock()
+        self._incumbent = math.nan
+        self._bound = -math.inf * self._sign
+        self.start = time.perf_counter()
+        self._next = self.start + PROGRESS_PERIOD
+        self.active = bool(params.verbose or params.progress is not None)
+        #: Set by the waiting thread on Ctrl-C; solver callbacks poll it.
+        self.stop = threading.Event()
+        self.interrupted = False
+
+    def elapsed(self) -> float:
+        """Seconds since the monitor was created."""
+        return time.perf_counter() - self.start
+
+    def update(self, incumbent: float | None = None, bound: float | None = None) -> None:
+        """Record the latest incumbent objective and/or bound (model units, offset included)."""
+        with self._lock:
+            if incumbent is not None and math.isfinite(incumbent):
+                self._incumbent = float(incumbent)
+            if bound is not None and not math.isnan(bound):
+                self._bound = float(bound)
+
+    def snapshot(self) -> Progress:
+        """The current :class:`Progress`."""
+        with self._lock:
+            inc, bnd = self._incumbent, self._bound
+        return Progress(self.elapsed(), inc, bnd, relative_gap(inc, bnd))
+
+    def tick(self) -> None:
+        """Emit a progress report if one is due (called by the waiting thread)."""
+        if not self.active:
+            return
+        now = time.perf_counter()
+        if now < self._next:
+            return
+        self._next = now + PROGRESS_PERIOD
+        snap = self.snapshot()
+        if self._params.verbose:
+            print(snap.line(self.backend), file=sys.stderr, flush=True)
+        if self._params.progress is not None:
+            self._params.progress(snap)
+
+
+def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None], monitor: SolveMonitor) -> T:
+    """Run ``work()`` in a worker thread; on Ctrl-C call ``interrupt()`` and keep waiting.
+
+    ``interrupt`` is called again at every poll until ``work`` returns, so an interrupt that
+    arrives before the solver is ready to receive it is not lost. Exceptions raised by ``work``
+    are re-raised here.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=target, name=f"placement-{monitor.backend}", daemon=True)
+    worker.start()
+    while True:
+        try:
+            if done.wait(_POLL):
+                break
+            if monitor.interrupted:
+                interrupt()
+            monitor.tick()
+        except KeyboardInterrupt:
+            monitor.interrupted = True
+            monitor.stop.set()
+            interrupt()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class Backend(ABC):
+    """A solver behind the neutral :class:`~placement.milp.MilpModel` / :class:`SolveResult` contract.
+
+    Subclasses set the class attributes, implement :meth:`_probe`, :meth:`version`,
+    :meth:`option_names` (or override :meth:`check_options`) and :meth:`_solve`; the public
+    :meth:`solve` validates once (availability, options, capabilities, warm start) and
+    normalises the result.
+    """
+
+    #: Registry name (``"highs"``).
+    name: ClassVar[str]
+    #: One line for listings.
+    summary: ClassVar[str]
+    #: What to install when :meth:`available` is false.
+    install_hint: ClassVar[str]
+    supports_mip: ClassVar[bool] = True  #: integer columns
+    supports_lp: ClassVar[bool] = True  #: continuous columns
+    supports_warm_start: ClassVar[bool] = False
+    supports_time_limit: ClassVar[bool] = True
+    supports_gap: ClassVar[bool] = True  #: ``SolveParams.rel_gap``
+    supports_threads: ClassVar[bool] = True
+    supports_interrupt: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self._availability: tuple[bool, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # ------------------------------------------------------------------ discovery
+    def available(self) -> tuple[bool, str]:
+        """``(True, "")`` when the solver imports and works here, else ``(False, reason)``.
+
+        Imports the solver on first call (never at package import); the answer is cached.
+        """
+        if self._availability is None:
+            try:
+                self._availability = self._probe()
+            except Exception as exc:  # noqa: BLE001 - any failure means "not usable", with the reason
+                self._availability = (False, f"{type(exc).__name__}: {exc}; {self.install_hint}")
+        return self._availability
+
+    @abstractmethod
+    def _probe(self) -> tuple[bool, str]:
+        """Import the solver and check it works (a trivial solve where registration can fail)."""
+
+    @abstractmethod
+    def version(self) -> str | None:
+        """Solver version string, ``None`` when unavailable."""
+
+    @abstractmethod
+    def option_names(self) -> Iterable[str]:
+        """Names accepted in ``SolveParams.options[self.name]``."""
+
+    def capabilities(self) -> dict[str, bool]:
+        """The ``supports_*`` flags as a dict (for listings and docs)."""
+        return {k: bool(getattr(self, k)) for k in dir(type(self)) if k.startswith("supports_")}
+
+    # ------------------------------------------------------------------ checks
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming the first unknown option and this backend."""
+        known = set(self.option_names())
+        for key in options:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=3)
+                hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                raise input_error(f"unknown option {key!r} for backend {self.name!r}{hint}",
+                                  source="SolveParams", field=f"options[{self.name!r}]")
+
+    def check_model(self, model: MilpModel) -> None:
+        """Raise :class:`ModelNotSupportedError` when the backend cannot represent ``model``."""
+        if model.is_mip and not self.supports_mip:
+            raise ModelNotSupportedError(f"backend {self.name!r} solves LPs only, and the model has integer "
+                                         f"columns; choose a MIP backend", source=model.name)
+        if not self.supports_lp and not model.integrality.all():
+            j = int(np.flatnonzero(~model.integrality)[0])
+            raise ModelNotSupportedError(
+                f"backend {self.name!r} handles integer columns only, and {model.describe_column(j)} "
+                f"(column {j}) is continuous; make it integer or choose another backend", source=model.name)
+
+    # ------------------------------------------------------------------ solve
+    def solve(self, model: MilpModel, params: SolveParams | None = None) -> SolveResult:
+        """Solve ``model``; return a :class:`SolveResult`.
+
+        Raises
+        ------
+        BackendUnavailableError
+            The solver is not usable here (with the reason).
+        ValueError
+            Unknown option name, warm start of the wrong length, or (as
+            :class:`ModelNotSupportedError`) a model this backend cannot represent.
+        """
+        params = params if params is not None else SolveParams()
+        ok, reason = self.available()
+        if not ok:
+            raise BackendUnavailableError(f"backend {self.name!r} is not available: {reason}")
+        self.check_options(params.options_for(self.name))
+        if params.warm_start is not None and params.warm_start.shape != (model.num_vars,):
+            raise input_error(f"has {params.warm_start.shape[0]} values but the model has {model.num_vars} "
+                              f"columns", source="SolveParams", field="warm_start")
+        self.check_model(model)
+        monitor = SolveMonitor(self.name, params, model.sense)
+        return self._solve(model, params, monitor)
+
+    @abstractmethod
+    def _solve(self, model: MilpModel, params: SolveParams, monitor: SolveMonitor) -> SolveResult:
+        """Solve a validated model; build the result with :meth:`_result`."""
+
+    def _result(self, model: MilpModel, monitor: SolveMonitor, *, termination: Termination | None,
+                limit: Limit, solution: np.ndarray | None, objective: float | None, bound: float,
+                nodes: int | None, raw_status: str, message: str = "",
+                scaling_error: float = 0.0) -> SolveResult:
+        """Normalise what a backend read from its solver into a :class:`SolveResult`.
+
+        ``termination=None`` means "stopped by ``limit``": ``feasible`` with a solution, else
+        ``no_solution``. A Ctrl-C seen by the monitor turns a limit stop into
+        ``limit = interrupted``. Infeasible/unbounded get the conventional objective and bound
+        (``+inf``/``-inf`` for min), and the gap is computed here, once, for every backend.
+        """
+        sign = 1.0 if model.sense == "min" else -1.0
+        if solution is not None:
+            solution = np.asarray(solution, dtype=np.float64)
+            if solution.shape != (model.num_vars,):
+                solution = None
+        if termination is None:
+            termination = Termination.FEASIBLE if solution is not None else Termination.NO_SOLUTION
+        if monitor.interrupted and termination in (Termination.FEASIBLE, Termination.NO_SOLUTION):
+            limit = Limit.INTERRUPTED
+        if termination in (Termination.OPTIMAL, Termination.FEASIBLE) and solution is None:
+            termination, message = Termination.ERROR, (message + "; " if message else "") + \
+                "the solver reported a solution but returned no values"
+        if termination is Termination.INFEASIBLE:
+            objective, bound, solution = math.nan, math.inf * sign, None
+        elif termination is Termination.UNBOUNDED:
+            objective = bound = -math.inf * sign
+        elif termination is Termination.INFEASIBLE_OR_UNBOUNDED:
+            objective, solution = math.nan, None
+        elif solution is None or objective is None:
+            objective = math.nan
+        if termination is Termination.OPTIMAL and math.isnan(bound):
+            bound = float(objective)  # type: ignore[arg-type]
+        if math.isnan(bound):
+            bound = -math.inf * sign
+        objective = float(objective)  # type: ignore[arg-type]
+        gap = relative_gap(objective, bound) if termination in (Termination.OPTIMAL, Termination.FEASIBLE) \
+            else math.nan
+        return SolveResult(termination=termination, limit=limit, objective=objective, bound=float(bound),
+                           gap=gap, wall_time=monitor.elapsed(), nodes=nodes, solution=solution,
+                           backend=self.name, raw_status=raw_status, message=message,
+                           scaling_error=float(scaling_error))

@@ -1,0 +1,633 @@
+"""Synthetic routing traces calibrated to real MoE load statistics.
+
+The generative model
+--------------------
+**Popularity.**  At every MoE layer ``l`` each routed expert ``e`` gets a popularity
+``p[l, e] ∝ exp(sigma_l * z[l, e])`` with ``z`` standard normal (a log-normal popularity
+profile).  ``sigma_l`` is ``skew`` times a per-layer factor ``exp(skew_spread * n_l)``
+(``n_l`` standard normal, the factors rescaled to mean 1), so ``skew`` is the mean over
+layers and ``skew_spread`` makes some layers nearly balanced and a few very skewed.  The
+log-normal profile, not a pure Zipf law, is what matches the real DeepSeek-V3 recordings
+(see ``docs/synthetic-traces.md``): over its 128 busiest experts it *is* Zipf-like
+(log-log slope about ``-0.63 * skew``), but its cold tail falls off faster, which the
+recordings' Gini coefficients and top-32 shares need.
+
+**Latent positions and affinity.**  Each layer lays its experts out on ``[0, 1)`` in a
+random order (fixed per layer by the seed), expert ``e`` taking an interval of length
+``p[l, e]``.  Each of a token's ``k`` slots carries a latent position ``u``; the slot's
+expert at layer ``l`` is the one whose interval holds ``u``.  At the first layer every
+``u`` is uniform; at each next layer a slot *keeps* its ``u`` with probability
+``affinity`` and draws a fresh uniform one otherwise.  Because ``u`` stays uniform, every
+layer's marginal load is its popularity whatever the affinity, while a kept ``u`` sends
+the token from expert ``i`` at layer ``l`` to the one to three experts of layer ``l + 1``
+whose intervals overlap ``i``'s: a fixed random successor map per layer boundary, with
+no relation between expert ids (a contiguous id sharding gains nothing from it).
+``affinity = 0`` gives independent layers.
+
+**Routing constraints.**  A token's ``k`` ids are made distinct by redrawing later
+duplicates.  With group-limited routing (``topk_groups``, DeepSeek-V3), a token whose
+slots fall in more than ``topk_groups`` groups keeps the ``topk_groups`` groups holding
+most of its slots (ties: the group of slot 0, then a random order) and redraws the other
+slots inside those groups, in proportion to popularity.  Redraws move the latent
+position into the new expert's interval, so affinity continues from the expert actually
+chosen.  These redraws flatten the realised load a little; the presets' ``skew`` is
+calibrated on the realised load, not on ``p``.
+
+**Gate weights.**  ``float32 [tokens, layers, k]``: a softmax over ``k`` logits whose
+gaps between consecutive slots are exponential with mean ``gate_gap``, so slot 0 holds
+the largest weight, weights decrease along the slots and each row sums to 1.
+
+Everything is vectorised over blocks of tokens; 1 M tokens of DeepSeek-V3
+(58 layers, top-8) take seconds (``benchmarks/bench_synthesize.py``).
+
+Examples
+--------
+>>> from placement.trace.synthesize import synthesize, calibration_stats
+>>> t = synthesize("mixtral-8x7b", 1000, seed=1)
+>>> t.experts.shape, t.experts.dtype.name, t.weights.dtype.name
+((1000, 32, 2), 'int16', 'float32')
+>>> bool(abs(t.weights.sum(axis=2) - 1).max() < 1e-6)
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import input_error
+from ._trace import ModelSpec, Trace
+
+__all__ = [
+    "DEEPSEEK_V3_TARGETS",
+    "MODEL_PRESETS",
+    "SynthPreset",
+    "calibration_stats",
+    "layer_popularity",
+    "synthesize",
+]
+
+#: version of the generative model, stored in each trace's metadata
+GENERATOR_VERSION = 1
+#: latent positions are integers in [0, _CELLS): each layer's expert intervals are runs of cells
+_CELLS_BITS = 16
+_CELLS = 1 << _CELLS_BITS
+#: cells of the per-group lookup tables used to redraw a slot inside a given group
+_GROUP_CELLS = 1 << 12
+#: tokens generated together (a block's random streams depend on the seed and block index only)
+_BLOCK = 1 << 15
+#: redraw rounds before the exact (slow, per-token) fallback resolves what is left
+_MAX_ROUNDS = 12
+
+
+@dataclass(frozen=True)
+class SynthPreset:
+    """A model's routing shape plus the generator's default parameters for it.
+
+    Attributes
+    ----------
+    spec:
+        The routing shape (:class:`~placement.trace.ModelSpec`).
+    skew:
+        Mean over layers of the log-normal popularity spread ``sigma_l`` (0 = uniform).
+    skew_spread:
+        Standard deviation of ``log(sigma_l)`` across layers.
+    affinity:
+        Probability that a slot keeps its latent position from one layer to the next.
+    gate_gap:
+        Mean logit gap between consecutive top-k choices (gate weights).
+    note:
+        Where the defaults come from.
+    """
+
+    spec: ModelSpec
+    skew: float
+    skew_spread: float
+    affinity: float
+    gate_gap: float
+    note: str = ""
+
+
+# DeepSeek-V3 calibration (tests/test_synthesize.py checks it; docs/synthetic-traces.md has the table).
+_DSV3_SKEW = 0.75
+_DSV3_SPREAD = 0.08
+_DSV3 = dict(num_layers=58, num_experts=256, top_k=8, num_shared_experts=1, num_groups=8, topk_groups=4,
+             first_moe_layer=3)
+_FINE_NOTE = ("skew and skew_spread reuse the DeepSeek-V3 calibration (same per-expert log-popularity "
+              "spread); affinity is a moderate guess, no public per-token recording was available")
+
+MODEL_PRESETS: dict[str, SynthPreset] = {
+    "mixtral-8x7b": SynthPreset(
+        ModelSpec("mixtral-8x7b", num_layers=32, num_experts=8, top_k=2),
+        skew=0.35, skew_spread=0.3, affinity=0.6, gate_gap=1.0,
+        note="affinity set so a good 4-/8-GPU placement keeps about as many layer boundaries on one GPU as "
+             "ExFlow reports (43.6 % / 28.5 %); skew is a guess for a coarse-grained, well-balanced model"),
+    "deepseekmoe-16b": SynthPreset(
+        ModelSpec("deepseekmoe-16b", num_layers=27, num_experts=64, top_k=6, num_shared_experts=2,
+                  first_moe_layer=1),
+        skew=_DSV3_SKEW, skew_spread=_DSV3_SPREAD, affinity=0.3, gate_gap=0.3, note=_FINE_NOTE),
+    "deepseek-v3": SynthPreset(
+        ModelSpec("deepseek-v3", **_DSV3),
+        skew=_DSV3_SKEW, skew_spread=_DSV3_SPREAD, affinity=0.3, gate_gap=0.15,
+        note="skew and skew_spread calibrated to twelve SGLang DeepSeek-V3 load recordings "
+             "(CALIBRATION.md); affinity is a guess"),
+    "deepseek-r1": SynthPreset(
+        ModelSpec("deepseek-r1", **_DSV3),
+        skew=_DSV3_SKEW, skew_spread=_DSV3_SPREAD, affinity=0.3, gate_gap=0.15,
+        note="alias of deepseek-v3 (same architecture and router)"),
+    "qwen3-235b-a22b": SynthPreset(
+        ModelSpec("qwen3-235b-a22b", num_layers=94, num_experts=128, top_k=8),
+        skew=_DSV3_SKEW, skew_spread=_DSV3_SPREAD, affinity=0.3, gate_gap=0.3, note=_FINE_NOTE),
+    "olmoe": SynthPreset(
+        ModelSpec("olmoe", num_layers=16, num_experts=64, top_k=8),
+        skew=_DSV3_SKEW, skew_spread=_DSV3_SPREAD, affinity=0.3, gate_gap=0.3, note=_FINE_NOTE),
+}
+
+#: defaults for a custom :class:`ModelSpec` (the DeepSeek-V3 calibration)
+DEFAULT_SKEW = _DSV3_SKEW
+DEFAULT_SKEW_SPREAD = _DSV3_SPREAD
+DEFAULT_AFFINITY = 0.3
+DEFAULT_GATE_GAP = 0.3
+
+#: CALIBRATION.md's ranges, the union of its decode and prefill rows (shares as fractions)
+DEEPSEEK_V3_TARGETS: dict[str, tuple[float, float]] = {
+    "hot_over_mean_median": (5.2, 8.2),
+    "hot_over_mean_max": (10.1, 13.7),
+    "cv": (0.72, 1.02),
+    "top8_share": (0.117, 0.157),
+    "top32_share": (0.307, 0.383),
+    "gini": (0.32, 0.44),
+    "loglog_slope": (-0.55, -0.43),
+}
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def _layer_stats(load: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-layer calibration statistics of ``load [layers, experts]`` (each ``float64 [layers]``)."""
+    load = np.asarray(load, dtype=np.float64)
+    _, E = load.shape
+    total = load.sum(axis=1)
+    safe_total = np.where(total > 0, total, 1.0)
+    mean = safe_total / E
+    desc = -np.sort(-load, axis=1)
+    hot = desc[:, 0] / mean
+    cv = load.std(axis=1) / mean
+    top8 = desc[:, :8].sum(axis=1) / safe_total
+    top32 = desc[:, :32].sum(axis=1) / safe_total
+    # Gini = sum_i (2i - E - 1) x_(i) / (E * sum x), x ascending, i = 1..E
+    asc = desc[:, ::-1]
+    i = np.arange(1, E + 1, dtype=np.float64)
+    gini = ((2 * i - E - 1) * asc).sum(axis=1) / (E * safe_total)
+    m = min(128, E)
+    if m >= 2:
+        x = np.log(np.arange(1, m + 1, dtype=np.float64))
+        x -= x.mean()
+        y = np.log(np.maximum(desc[:, :m], 0.5))  # an idle expert counts as half a token
+        slope = ((y - y.mean(axis=1, keepdims=True)) * x).sum(axis=1) / (x * x).sum()
+    else:
+        slope = np.zeros(load.shape[0])
+    return {"hot_over_mean": hot, "cv": cv, "top8_share": top8, "top32_share": top32, "gini": gini,
+            "loglog_slope": slope}
+
+
+def calibration_stats(trace: Trace | np.ndarray, *, per_layer: bool = False) -> dict[str, Any]:
+    """The load statistics of ``CALIBRATION.md``, to compare a trace with real DeepSeek-V3 recordings.
+
+    Each statistic is computed per MoE layer from the expert load (selections per routed
+    expert), then summarised by the median over layers; the hottest-expert ratio is also
+    given for the worst layer.
+
+    Parameters
+    ----------
+    trace:
+        A token or count :class:`~placement.trace.Trace`, or a load array ``[layers, experts]``.
+    per_layer:
+        Also return the per-layer values (``float64 [layers]`` each) under ``"per_layer"``.
+
+    Returns
+    -------
+    dict
+        ``hot_over_mean_median``, ``hot_over_mean_max`` (hottest expert's load / mean load),
+        ``cv`` (coefficient of variation, population std / mean), ``top8_share`` and
+        ``top32_share`` (fraction of the layer's selections taken by its 8 / 32 busiest
+        experts), ``gini`` (Gini coefficient of the loads), ``loglog_slope`` (least-squares
+        slope of ``log(load)`` against ``log(rank)`` over the ``min(128, experts)`` busiest
+        experts, zero loads counted as 0.5).  Shares are fractions, not percent.
+        :data:`DEEPSEEK_V3_TARGETS` holds the real recordings' ranges under the same keys.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = calibration_stats(np.array([[4, 2, 1, 1], [2, 2, 2, 2]]))
+    >>> s["hot_over_mean_median"], s["hot_over_mean_max"]
+    (1.5, 2.0)
+    >>> round(s["gini"], 4)
+    0.1562
+    """
+    load = trace.layer_counts() if isinstance(trace, Trace) else np.asarray(trace)
+    if load.ndim != 2 or load.shape[1] < 1:
+        raise input_error(f"expected a load array [layers, experts], got shape {load.shape}", None, "trace")
+    layers = _layer_stats(load)
+    out: dict[str, Any] = {
+        "hot_over_mean_median": float(np.median(layers["hot_over_mean"])),
+        "hot_over_mean_max": float(layers["hot_over_mean"].max()),
+    }
+    for key in ("cv", "top8_share", "top32_share", "gini", "loglog_slope"):
+        out[key] = float(np.median(layers[key]))
+    if per_layer:
+        out["per_layer"] = layers
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- generator
+def _resolve(model: str | ModelSpec) -> tuple[ModelSpec, SynthPreset | None]:
+    if isinstance(model, ModelSpec):
+        model.validate("synthesize")
+        return model, None
+    if isinstance(model, str):
+        preset = MODEL_PRESETS.get(model.lower())
+        if preset is None:
+            raise input_error(f"unknown model preset {model!r}; choose one of {sorted(MODEL_PRESETS)} or pass "
+                              "a ModelSpec", "synthesize", "model")
+        return preset.spec, preset
+    raise input_error(f"model must be a preset name or a ModelSpec, got {type(model).__name__}", "synthesize",
+                      "model")
+
+
+def _check_real(value: Any, field: str, lo: float, hi: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise input_error(f"must be a number, got {value!r}", "synthesize", field)
+    v = float(value)
+    if not np.isfinite(v) or v < lo or (hi is not None and v > hi):
+        rng = f"[{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
+        raise input_error(f"must be a finite number {rng}, got {value!r}", "synthesize", field)
+    return v
+
+
+def layer_popularity(spec: ModelSpec, *, seed: int = 0, skew: float = DEFAULT_SKEW,
+                     skew_spread: float = DEFAULT_SKEW_SPREAD) -> np.ndarray:
+    """The generator's target popularity ``float64 [layers, experts]`` (rows sum to 1).
+
+    The same draw :func:`synthesize` uses for ``(spec, seed, skew, skew_spread)``; the
+    realised load of a generated trace is a little flatter (distinct ids, group limits).
+
+    >>> p = layer_popularity(ModelSpec("m", 3, 16, 2), seed=0, skew=0.0)
+    >>> p.shape, bool(np.allclose(p, 1 / 16))
+    ((3, 16), True)
+    """
+    return _popularity(np.random.default_rng(np.random.SeedSequence([seed, 0])), spec, skew, skew_spread)
+
+
+def _popularity(rng: np.random.Generator, spec: ModelSpec, skew: float, spread: float) -> np.ndarray:
+    L, E = spec.num_layers, spec.num_experts
+    factor = np.exp(spread * rng.standard_normal(L))
+    sigma = skew * factor / factor.mean()
+    logp = sigma[:, None] * rng.standard_normal((L, E))
+    p = np.exp(logp - logp.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _cells(p: np.ndarray, total: int) -> np.ndarray:
+    """Integer cells ``int64 [E]`` proportional to ``p``, each >= 1, summing to ``total`` (largest remainder)."""
+    raw = p * total
+    c = np.maximum(np.floor(raw).astype(np.int64), 1)
+    diff = total - int(c.sum())
+    if diff > 0:
+        c[np.argsort(-(raw - np.floor(raw)), kind="stable")[:diff]] += 1
+    while diff < 0:  # the minimum of one cell overshot: take from the largest
+        take = min(-diff, int((c > 1).sum()))
+        c[np.argsort(-c, kind="stable")[:take]] -= 1
+        diff += take
+    return c
+
+
+@dataclass
+class _Layer:
+    """Lookup tables of one layer (built once per trace)."""
+
+    table: np.ndarray  # int16/int32 [_CELLS]: expert at each latent position
+    start: np.ndarray  # int64 [E]: first cell of each expert's interval
+    cells: np.ndarray  # int64 [E]: cells of each expert's interval
+    group_table: np.ndarray | None  # [groups, _GROUP_CELLS]: expert at each within-group position
+    group_mass: np.ndarray | None  # float64 [groups]
+
+
+def _build_layers(rng: np.random.Generator, spec: ModelSpec, p: np.ndarray, id_dtype: type) -> list[_Layer]:
+    E, G = spec.num_experts, spec.num_groups
+    grouped = spec.topk_groups is not None and G > 1
+    out = []
+    for layer in range(spec.num_layers):
+        order = rng.permutation(E)
+        cells = _cells(p[layer], _CELLS)
+        table = np.repeat(order.astype(id_dtype), cells[order])
+        start = np.empty(E, dtype=np.int64)
+        start[order] = np.cumsum(cells[order]) - cells[order]
+        gtab = gmass = None
+        if grouped:
+            P = E // G
+            pg = p[layer].reshape(G, P)
+            gmass = pg.sum(axis=1)
+            gtab = np.stack([np.repeat(np.arange(g * P, (g + 1) * P, dtype=id_dtype),
+                                       _cells(pg[g] / gmass[g], _GROUP_CELLS)) for g in range(G)])
+        out.append(_Layer(table, start, cells, gtab, gmass))
+    return out
+
+
+def _later_duplicates(e: np.ndarray) -> np.ndarray:
+    """``bool [k, n]``: slot ``j`` of token ``t`` repeats an id of an earlier slot (``e`` is ``[k, n]``)."""
+    k = e.shape[0]
+    bad = np.zeros(e.shape, dtype=bool)
+    tmp = np.empty(e.shape[1], dtype=bool)
+    for j in range(1, k):
+        row = bad[j]
+        for i in range(j):
+            np.equal(e[j], e[i], out=tmp)
+            row |= tmp
+    return bad
+
+
+def _bit_dtype(G: int) -> type:
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if G <= np.iinfo(dt).bits:
+            return dt
+    raise input_error(f"group-limited routing supports at most 64 groups, got {G}", "synthesize",
+                      "model.num_groups")
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    count = np.zeros(x.shape, dtype=np.uint8)
+    y = x.copy()
+    while y.any():
+        count += (y & 1).astype(np.uint8)
+        y >>= 1
+    return count
+
+
+class _BlockSampler:
+    """Generates the ``[k, n]`` expert ids of one block of tokens, layer after layer."""
+
+    def __init__(self, spec: ModelSpec, layers: list[_Layer], affinity: float, rng: np.random.Generator,
+                 n: int) -> None:
+        self.spec = spec
+        self.layers = layers
+        self.rng = rng
+        self.n = n
+        self.keep_threshold = int(round(affinity * 65536))
+        self.grouped = spec.topk_groups is not None and spec.num_groups > 1
+        self.pos: np.ndarray | None = None  # uint16/uint32 [k, n] latent positions
+
+    # -- helpers on flat slot indices (slot-major: index = slot * n + token)
+    def _place(self, lay: _Layer, e: np.ndarray) -> np.ndarray:
+        """A uniform latent position inside each expert's interval (``e`` flat ids)."""
+        c = lay.cells[e]
+        r = self.rng.integers(0, 1 << 30, size=e.size, dtype=np.int64)
+        return (lay.start[e] + r % c).astype(self.pos.dtype)
+
+    def _redraw_in_group(self, lay: _Layer, groups: np.ndarray) -> np.ndarray:
+        assert lay.group_table is not None
+        r = self.rng.integers(0, _GROUP_CELLS, size=groups.size, dtype=np.int64)
+        return lay.group_table[groups, r]
+
+    def layer(self, li: int) -> np.ndarray:
+        spec, lay, rng, n = self.spec, self.layers[li], self.rng, self.n
+        k = spec.top_k
+        pos_dtype = np.uint16 if _CELLS_BITS <= 16 else np.uint32
+        fresh = rng.integers(0, _CELLS, size=(k, n), dtype=pos_dtype)
+        if self.pos is None or self.keep_threshold == 0:
+            self.pos = fresh
+        elif self.keep_threshold < 65536:
+            keep = rng.integers(0, 65536, size=(k, n), dtype=np.uint16) < self.keep_threshold
+            np.copyto(fresh, self.pos, where=keep)
+            self.pos = fresh
+        e = np.take(lay.table, self.pos)
+        if k == 1:
+            return e
+        if self.grouped:
+            self._fix_groups(lay, e)
+        self._fix_duplicates(lay, e)
+        return e
+
+    def _fix_groups(self, lay: _Layer, e: np.ndarray) -> None:
+        """Redraw the slots outside each token's ``topk_groups`` busiest groups (in place)."""
+        spec, rng, n = self.spec, self.rng, self.n
+        k, G, keep_groups = spec.top_k, spec.num_groups, spec.topk_groups
+        assert keep_groups is not None and lay.group_mass is not None and lay.group_table is not None
+        P = spec.num_experts // G
+        g = (e // P).astype(np.int16)
+        bdt = _bit_dtype(G)
+        bits = np.left_shift(bdt(1), g.astype(bdt))
+        used = np.bitwise_or.reduce(bits, axis=0)
+        viol = np.flatnonzero(_popcount(used) > keep_groups)
+        if viol.size == 0:
+            return
+        nv = viol.size
+        gv = g[:, viol]  # [k, nv]
+        counts = np.bincount((gv + (np.arange(nv, dtype=np.int64) * G)[None, :]).ravel(),
+                             minlength=nv * G).reshape(nv, G)
+        h = np.arange(G, dtype=np.int64)[None, :]
+        rot = rng.integers(0, G, size=(nv, 1), dtype=np.int64)
+        key = (counts * 2 + (h == gv[0][:, None])) * G + (h + rot) % G
+        key.sort(axis=1)
+        chosen = (key[:, G - keep_groups:] % G - rot) % G  # [nv, keep_groups] allowed groups
+        allowed = np.bitwise_or.reduce(np.left_shift(bdt(1), chosen.astype(bdt)), axis=1)
+        bad = (bits[:, viol] & allowed[None, :]) == 0  # [k, nv]
+        slot, col = np.nonzero(bad)
+        # a group for each bad slot among its token's allowed groups, in proportion to the group's popularity
+        cum = np.cumsum(lay.group_mass[chosen], axis=1)  # [nv, keep_groups]
+        r = rng.random(slot.size) * cum[col, -1]
+        which = (r[:, None] >= cum[col]).sum(axis=1).clip(max=keep_groups - 1)
+        new_groups = chosen[col, which]
+        flat = slot * n + viol[col]
+        new_e = self._redraw_in_group(lay, new_groups)
+        e.ravel()[flat] = new_e
+        self.pos.ravel()[flat] = self._place(lay, new_e)
+
+    def _fix_duplicates(self, lay: _Layer, e: np.ndarray) -> None:
+        """Redraw later duplicates until each token's ids are distinct (in place)."""
+        spec, n = self.spec, self.n
+        P = spec.num_experts // spec.num_groups if self.grouped else 0
+        cols = None  # None = all tokens
+        for _ in range(_MAX_ROUNDS):
+            sub = e if cols is None else e[:, cols]
+            bad = _later_duplicates(sub)
+            slot, c = np.nonzero(bad)
+            if slot.size == 0:
+                return
+            tok = c if cols is None else cols[c]
+            flat = slot * n + tok
+            old = e.ravel()[flat]
+            if self.grouped:
+                new_e = self._redraw_in_group(lay, old // P)  # stay inside the duplicate's group
+                self.pos.ravel()[flat] = self._place(lay, new_e)
+            else:
+                new_pos = self.rng.integers(0, _CELLS, size=flat.size, dtype=self.pos.dtype)
+                self.pos.ravel()[flat] = new_pos
+                new_e = lay.table[new_pos]
+            e.ravel()[flat] = new_e
+            cols = np.unique(tok)
+        self._exact_fix(lay, e, cols)
+
+    def _exact_fix(self, lay: _Layer, e: np.ndarray, cols: np.ndarray | None) -> None:
+        """Per-token fallback: replace each later duplicate by the most popular unused allowed expert."""
+        spec, n = self.spec, self.n
+        E, G = spec.num_experts, spec.num_groups
+        P = E // G
+        by_popularity = np.argsort(-lay.cells, kind="stable")
+        check = np.arange(n) if cols is None else cols
+        bad = _later_duplicates(e[:, check])
+        for c in np.flatnonzero(bad.any(axis=0)):
+            t = int(check[c])
+            ids = e[:, t]
+            seen: set[int] = set()
+            dup_slots = []
+            for j, x in enumerate(ids.tolist()):
+                if x in seen:
+                    dup_slots.append(j)
+                seen.add(x)
+            groups = {x // P for x in seen} if self.grouped else None
+            for j in dup_slots:
+                for cand in by_popularity.tolist():
+                    if cand not in seen and (groups is None or cand // P in groups
+                                             or len(groups) < (spec.topk_groups or G)):
+                        seen.add(cand)
+                        if groups is not None:
+                            groups.add(cand // P)
+                        e[j, t] = cand
+                        self.pos[j, t] = lay.start[cand]
+                        break
+
+
+def synthesize(
+    model: str | ModelSpec,
+    num_tokens: int,
+    *,
+    seed: int = 0,
+    skew: float | None = None,
+    skew_spread: float | None = None,
+    affinity: float | None = None,
+    num_ranks: int | None = None,
+    weights: bool = True,
+    gate_gap: float | None = None,
+) -> Trace:
+    """Generate a synthetic token trace (see the module docstring for the generative model).
+
+    Parameters
+    ----------
+    model:
+        A preset name from :data:`MODEL_PRESETS` (``"deepseek-v3"``, ``"mixtral-8x7b"``...)
+        or a :class:`~placement.trace.ModelSpec`.
+    num_tokens:
+        Tokens to generate (>= 1).
+    seed:
+        Seed of every random choice: the same arguments give the same trace.
+    skew:
+        Mean over layers of the log-normal popularity spread (0 = every expert equally
+        popular; DeepSeek-V3 calibration 0.75).  ``None``: the preset's value.
+    skew_spread:
+        Standard deviation of the per-layer log skew factor (0 = every layer equally
+        skewed).  ``None``: the preset's value.
+    affinity:
+        In ``[0, 1]``: probability that a token's slot keeps its latent position from one
+        layer to the next, i.e. follows a successor of its current expert (0 = layers
+        independent, 1 = fully determined by the first layer up to redraws).
+        ``None``: the preset's value.
+    num_ranks:
+        If given, each token gets an origin rank: tokens are split into ``num_ranks``
+        contiguous, equal (+-1) blocks, as a batch split over data-parallel ranks.
+    weights:
+        Generate gate weights (``float32 [tokens, layers, k]``, rows sum to 1, decreasing
+        along the slots).  ``False`` saves time and memory.
+    gate_gap:
+        Mean logit gap between consecutive slots of the gate weights (larger = top-1
+        weight dominates).  ``None``: the preset's value.
+
+    Returns
+    -------
+    Trace
+        A token trace: ``experts int16 [tokens, layers, k]``, ``weights float32`` or None,
+        ``origin int32 [tokens]`` or None; ``metadata`` records the generator's parameters.
+
+    Raises
+    ------
+    PlacementInputError
+        (a ``ValueError``) for an unknown preset or a parameter out of range, naming it.
+
+    Examples
+    --------
+    >>> t = synthesize("deepseek-v3", 256, seed=0, num_ranks=32, weights=False)
+    >>> t.experts.shape, t.num_ranks, t.origin[:10].tolist()
+    ((256, 58, 8), 32, [0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+    >>> synthesize("deepseek-v3", 10, affinity=1.5)
+    Traceback (most recent call last):
+    ...
+    placement.errors.PlacementInputError: synthesize: field 'affinity': must be a finite number [0, 1], got 1.5
+    """
+    spec, preset = _resolve(model)
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, (int, np.integer)) or num_tokens < 1:
+        raise input_error(f"must be a positive integer number of tokens, got {num_tokens!r}", "synthesize",
+                          "num_tokens")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise input_error(f"must be a non-negative integer, got {seed!r}", "synthesize", "seed")
+    skew = _check_real(preset.skew if preset and skew is None else DEFAULT_SKEW if skew is None else skew,
+                       "skew", 0.0, 10.0)
+    skew_spread = _check_real(
+        preset.skew_spread if preset and skew_spread is None
+        else DEFAULT_SKEW_SPREAD if skew_spread is None else skew_spread, "skew_spread", 0.0, 5.0)
+    affinity = _check_real(
+        preset.affinity if preset and affinity is None else DEFAULT_AFFINITY if affinity is None else affinity,
+        "affinity", 0.0, 1.0)
+    gate_gap = _check_real(
+        preset.gate_gap if preset and gate_gap is None else DEFAULT_GATE_GAP if gate_gap is None else gate_gap,
+        "gate_gap", 0.0, 100.0)
+    if num_ranks is not None and (isinstance(num_ranks, bool) or not isinstance(num_ranks, (int, np.integer))
+                                  or num_ranks < 1):
+        raise input_error(f"must be a positive integer or None, got {num_ranks!r}", "synthesize", "num_ranks")
+    if spec.num_experts > _CELLS:
+        raise input_error(f"at most {_CELLS} experts per layer are supported, got {spec.num_experts}",
+                          "synthesize", "model.num_experts")
+
+    n, L, k = int(num_tokens), spec.num_layers, spec.top_k
+    id_dtype = np.int16 if spec.num_experts <= np.iinfo(np.int16).max else np.int32
+    model_rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    p = _popularity(model_rng, spec, skew, skew_spread)
+    layers = _build_layers(model_rng, spec, p, id_dtype)
+
+    experts = np.empty((n, L, k), dtype=id_dtype)
+    w = np.empty((n, L, k), dtype=np.float32) if weights else None
+    for b, start in enumerate(range(0, n, _BLOCK)):
+        stop = min(n, start + _BLOCK)
+        rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence([seed, 1, b])))
+        sampler = _BlockSampler(spec, layers, affinity, rng, stop - start)
+        for li in range(L):
+            experts[start:stop, li, :] = sampler.layer(li).T
+        if w is not None:
+            w[start:stop] = _gate_weights(rng, (stop - start, L, k), gate_gap)
+
+    origin = None
+    if num_ranks is not None:
+        origin = (np.arange(n, dtype=np.int64) * int(num_ranks) // n).astype(np.int32)
+    metadata = {
+        "generator": "placement.trace.synthesize", "generator_version": GENERATOR_VERSION,
+        "preset": None if preset is None else preset.spec.name, "seed": int(seed), "skew": skew,
+        "skew_spread": skew_spread, "affinity": affinity, "gate_gap": gate_gap if weights else None,
+    }
+    return Trace.from_tokens(spec, experts, weights=w, origin=origin, num_ranks=num_ranks,
+                             source=f"synthesize({spec.name})", metadata=metadata)
+
+
+def _gate_weights(rng: np.random.Generator, shape: tuple[int, int, int], gap: float) -> np.ndarray:
+    """``float32 shape``: softmax of decreasing logits with exponential gaps of mean ``gap``."""
+    n, L, k = shape
+    logits = np.zeros(shape, dtype=np.float32)
+    if k > 1 and gap > 0:
+        gaps = rng.standard_exponential((n, L, k - 1), dtype=np.float32)
+        gaps *= np.float32(gap)
+        np.cumsum(gaps, axis=2, out=gaps)
+        np.negative(gaps, out=logits[:, :, 1:])
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=2, keepdims=True)
+    return logits
