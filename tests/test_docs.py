@@ -1,0 +1,42 @@
+"""README quick start and CI stay in step; documentation links resolve."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quick_start_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+
+
+def test_quick_start_has_two_commands():
+    commands = _quick_start_commands()
+    assert len(commands) == 2
+    assert all("\n" not in c for c in commands)
+    assert "placement solve" in commands[0]
+    assert "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    lines = [line.strip() for line in ci.splitlines()]
+    assert _quick_start_commands()[1] in lines
+
+
+def test_quick_start_inputs_exist():
+    solve = _quick_start_commands()[0]
+    trace = re.search(r"--trace (\S+)", solve).group(1)
+    assert (ROOT / trace).is_file()
+
+
+def test_markdown_links_resolve():
+    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "data").rglob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", md.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+://", target):
+                continue
+            assert (md.parent / target).exists(), f"{md.relative_to(ROOT)} links to missing {target}"

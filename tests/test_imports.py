@@ -1,0 +1,30 @@
+"""`import placement` stays light: no torch, no solver, no pandas."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "highspy", "ortools", "pandas", "placement_runtime")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = (f"{code}\nimport sys\n"
+             f"print('LOADED=' + ','.join(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    line = [x for x in out.stdout.splitlines() if x.startswith("LOADED=")]
+    assert line, out.stdout + out.stderr
+    return [m for m in line[-1].removeprefix("LOADED=").split(",") if m]
+
+
+def test_import_placement_is_light():
+    assert _loaded_after("import placement") == []
+
+
+def test_version_command_is_light():
+    code = "import placement.cli as c\ntry:\n    c.main(['--version'])\nexcept SystemExit:\n    pass"
+    assert _loaded_after(code) == []
+
+
+def test_method_registry_imports_no_solver():
+    assert _loaded_after("import placement\nprint(list(placement.METHODS))") == []
