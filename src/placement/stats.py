@@ -22,10 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import scipy.sparse as sp
 
 from .trace._trace import Trace
+
+if TYPE_CHECKING:  # pragma: no cover
+    import scipy.sparse as sp
 
 __all__ = ["TraceStats", "expert_load", "transition_counts", "coactivation_counts"]
 
@@ -79,6 +83,8 @@ def transition_counts(experts: np.ndarray, num_experts: int) -> tuple[sp.csr_mat
     array([[0, 2],
            [1, 0]])
     """
+    import scipy.sparse as sp
+
     E = num_experts
     mats = []
     for layer in range(experts.shape[1] - 1):
@@ -89,6 +95,8 @@ def transition_counts(experts: np.ndarray, num_experts: int) -> tuple[sp.csr_mat
 
 def coactivation_counts(experts: np.ndarray, num_experts: int) -> tuple[sp.csr_matrix, ...]:
     """Within-layer co-activation: ``layers`` sparse symmetric ``int64 [E, E]``, zero diagonal."""
+    import scipy.sparse as sp
+
     E = num_experts
     mats = []
     for layer in range(experts.shape[1]):
