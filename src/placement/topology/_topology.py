@@ -446,11 +446,9 @@ def _build(graph: Any, *, name: str, source: str) -> Topology:
     arc_names = tuple(f"{nodes[s]}->{nodes[d]}"
                       for s, d in zip(arc_src.tolist(), arc_dst.tolist(), strict=True))
 
-    # hop cost of each link: 0 inside a server, else 1
-    # servers that hold no GPU still count as servers for the hop metric: give them their own codes
-    extra = {s: len(server_pos) + i for i, s in enumerate(dict.fromkeys(
-        s for s in node_server if s is not None and s not in server_pos))}
-    srv = np.array([-1 if s is None else server_pos.get(s, extra.get(s, -1)) for s in node_server],
+    # hop cost of each link: 0 when both ends carry the same `server` attribute, else 1
+    codes: dict[str, int] = {}
+    srv = np.array([-1 if s is None else codes.setdefault(s, len(codes)) for s in node_server],
                    dtype=np.int64)
     edge_free = (srv[ea] >= 0) & (srv[ea] == srv[eb])
     arc_hop = np.repeat(np.where(edge_free, 0.0, 1.0), 2)

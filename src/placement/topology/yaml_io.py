@@ -109,7 +109,8 @@ def load_topology(spec_or_path: str | os.PathLike[str]) -> Topology:
 
 def _load_file(path: Path, source: str) -> Topology:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        with path.open(encoding="utf-8") as stream:
+            data = yaml.load(stream, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise input_error(f"invalid YAML: {' '.join(str(exc).split())}", source) from None
     except (OSError, UnicodeDecodeError) as exc:
