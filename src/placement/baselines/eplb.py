@@ -30,11 +30,17 @@ slots and pack all physical experts onto all GPUs.
 
 Two modes
 ---------
-``faithful=True`` reproduces EPLB exactly, including its tie-breaking (``torch.sort`` on the CPU
-is stable, so equal loads keep index order; ``max``/``min`` return the first best index) and its
-``float32`` arithmetic.  EPLB's step 3 ignores which expert a physical item belongs to, so it can
-put two replicas of one expert on the same GPU (an open upstream bug): the second replica is
-wasted, the GPU serves that expert's whole share alone.
+``faithful=True`` reproduces EPLB exactly, including its ``float32`` arithmetic and its
+tie-breaking: ``max``/``min`` take the first best index, and ``torch.sort(descending=True)`` on
+the CPU is ``std::sort``, which is *not* stable: up to 16 items it is an insertion sort (equal
+loads keep index order), above that introsort shuffles equal loads in a fixed pattern, reproduced
+here by a transcription of GCC's ``std::sort`` (checked against torch 2.13's CPU sort; a torch build
+that sorts with x86-simd-sort instead would order ties its own way).  Ties are common: the replicas
+of one expert carry equal loads, and their order decides which replica rank lands on which GPU.
+
+EPLB's step 3 ignores which expert a physical item belongs to, so it can put two replicas of one
+expert on the same GPU (an open upstream bug).  The pair does no more than one replica would: the
+slot is wasted for spreading that expert's tokens, and one GPU fewer holds a local copy.
 
 The default mode (``faithful=False``) fixes that.  Step 3 then puts each item into the lightest
 GPU that has room *and* does not yet hold a replica of the same expert (the lightest GPU with room
@@ -44,8 +50,10 @@ hold ``e``, swap one replica of ``e`` with an item of that GPU so that the numbe
 (GPU, expert) pairs strictly falls (choosing the swap with the smallest resulting peak load of the
 two GPUs).  Such a swap always exists, so the result has no co-located replicas whenever every
 expert has at most as many replicas as its node has GPUs.  An expert with more replicas than that
-must share a GPU; it then sits on every GPU of its node, with the duplicates spread as evenly as
-the repair finds.  Whenever EPLB itself produces no co-location, both modes give the same answer.
+must share a GPU; it then sits on every GPU of its node.  Replica counts are the same in both
+modes, and wherever EPLB produces no co-location in a layer, both modes give that layer the same
+answer.  Under an even split of each expert's load over its replicas the peak GPU load moves
+either way, by little: the gain is in spreading replicas, not in that static figure.
 
 Both modes compute in ``float32`` like EPLB, so ``faithful`` matches EPLB bit for bit on integer
 loads whose group sums stay below ``2**24``; beyond that, sums rounded differently in the last bit
@@ -537,8 +545,18 @@ def _label_counts(lab: np.ndarray, members: list[int]) -> dict[int, int]:
     return out
 
 
-def _best_swap(w, lab, items, counts, loads):
-    """The first duplicated (pack, label) that some pack lacks, and its best improving swap."""
+def _best_swap(
+    w: np.ndarray,
+    lab: np.ndarray,
+    items: list[list[int]],
+    counts: list[dict[int, int]],
+    loads: list[float],
+) -> tuple[int, int, int, int] | None:
+    """The first duplicated (pack, label) that some pack lacks, and its best improving swap.
+
+    Returns ``(p, i, q, j)``: swap item ``i`` of pack ``p`` with item ``j`` of pack ``q``; ``None``
+    when no avoidable duplicate is left.
+    """
     for p, cnt_p in enumerate(counts):
         for e, c in sorted(cnt_p.items()):
             if c < 2:
