@@ -232,3 +232,7 @@ register(Method("eplb", "DeepSeek EPLB: balance expert load with redundant repli
                          Option("num_groups", int, 0, "expert groups (0: the model's)"),
                          Option("num_nodes", int, 0, "nodes for the hierarchical policy (0: the topology's servers)")),
                 paper="DeepSeek EPLB (github.com/deepseek-ai/EPLB)"))
+
+
+# formulation modules register their methods on import (they import no solver)
+from . import formulations  # noqa: E402,F401

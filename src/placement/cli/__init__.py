@@ -194,7 +194,10 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
     _check_out(args.out, (".json", ".yaml", ".yml"))
     method = get_method(args.method)
-    options = method.parse_options(_parse_kv(args.option, "--option"))
+    given = _parse_kv(args.option, "--option")
+    if "verbose" in {o.name for o in method.options} and "verbose" not in given:
+        given["verbose"] = str(not args.quiet)  # the progress line of long solves, off with --quiet
+    options = method.parse_options(given)
     trace = load_trace(args.trace)
     topo = as_topology(args.topology)
     stats = as_stats(trace)
@@ -365,6 +368,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlacementInputError as exc:
         sys.stderr.write(f"placement: error: {exc}\n")
         return 2
+    except RuntimeError as exc:
+        from ..formulations._common import SolveFailedError
+
+        if not isinstance(exc, SolveFailedError):
+            raise
+        sys.stderr.write(f"placement: solve failed: {exc}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("placement: interrupted\n")
         return 130

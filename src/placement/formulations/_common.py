@@ -1,0 +1,86 @@
+"""Plumbing shared by the formulation methods: solve a :class:`~placement.milp.MilpModel` through a
+backend, refuse to hide a failed solve, and turn the result into a :class:`~placement.methods.Solution`.
+
+Formulation modules build models from statistics and topology arrays and never import a solver;
+they call :func:`solve_model`, which reaches the solver only through :mod:`placement.backends`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import PlacementInputError
+from ..methods import Option
+from ..milp import MilpModel, SolveParams, SolveResult
+
+__all__ = ["SOLVER_OPTIONS", "SolveFailedError", "solve_model", "solver_params", "proof_fields",
+           "assignment_from_x"]
+
+
+class SolveFailedError(RuntimeError):
+    """A solve ended without a usable solution (infeasible, error, or a limit before any solution)."""
+
+
+#: Options every MILP-backed method accepts (``--option backend=cpsat`` etc. on the CLI).
+SOLVER_OPTIONS: tuple[Option, ...] = (
+    Option("backend", str, "highs", "solver backend (see placement.backends.BACKENDS)"),
+    Option("time_limit", float, 60.0, "wall-clock limit of the solve in seconds (0: none)"),
+    Option("rel_gap", float, 1e-6, "stop at this relative gap between objective and bound"),
+    Option("threads", int, 0, "solver threads (0: the solver's default)"),
+    Option("verbose", bool, False, "print a progress line (elapsed, incumbent, bound, gap) on stderr"),
+)
+
+
+def solver_params(time_limit: float = 60.0, rel_gap: float = 1e-6, threads: int = 0, verbose: bool = False,
+                  warm_start: np.ndarray | None = None, seed: int | None = None) -> SolveParams:
+    """:class:`SolveParams` from the method options (0 means "not set")."""
+    return SolveParams(time_limit=time_limit if time_limit and time_limit > 0 else None, rel_gap=rel_gap,
+                       threads=threads or None, verbose=verbose, warm_start=warm_start, seed=seed)
+
+
+def solve_model(model: MilpModel, backend: str, params: SolveParams) -> SolveResult:
+    """Solve ``model`` with the named backend; raise :class:`SolveFailedError` without a solution.
+
+    The raised message carries the backend's termination, limit and raw status, so a failed or
+    infeasible solve is never mistaken for a placement.
+    """
+    from ..backends import get_backend
+
+    b = get_backend(backend)
+    ok, why = b.available()
+    if not ok:
+        raise PlacementInputError(f"backend {backend!r} is not available here: {why}", field="backend")
+    result = b.solve(model, params)
+    if result.solution is None:
+        raise SolveFailedError(f"{backend} found no solution: termination={result.termination}, "
+                               f"limit={result.limit}, status={result.raw_status} {result.message}".strip())
+    return result
+
+
+def proof_fields(result: SolveResult) -> dict[str, Any]:
+    """``termination``, ``objective``, ``bound``, ``gap`` and solver info for a :class:`Solution`."""
+    return {
+        "termination": str(result.termination),
+        "objective": float(result.objective),
+        "bound": float(result.bound) if math.isfinite(result.bound) else None,
+        "gap": float(result.gap) if math.isfinite(result.gap) else None,
+        "wall_time": float(result.wall_time),
+        "info": {"backend": result.backend, "limit": str(result.limit), "nodes": result.nodes,
+                 "raw_status": result.raw_status, "scaling_error": result.scaling_error},
+    }
+
+
+def assignment_from_x(x: np.ndarray) -> np.ndarray:
+    """``int64 [..., experts]`` the GPU index of the largest entry of ``x [..., experts, gpus]``.
+
+    ``x`` is a (near-)binary solution block; entries are rounded, so solver tolerances do not
+    matter, but a row that is not one-hot after rounding is an error.
+    """
+    r = np.rint(x)
+    if not np.all(r.sum(axis=-1) == 1):
+        bad = np.argwhere(r.sum(axis=-1) != 1)[0]
+        raise SolveFailedError(f"solution row {tuple(int(i) for i in bad)} is not a one-hot assignment")
+    return np.argmax(r, axis=-1).astype(np.int64)
