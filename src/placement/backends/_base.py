@@ -107,12 +107,15 @@ class SolveMonitor:
             self._params.progress(snap)
 
 
-def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None], monitor: SolveMonitor) -> T:
+def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None] | None,
+                      monitor: SolveMonitor) -> T:
     """Run ``work()`` in a worker thread; on Ctrl-C call ``interrupt()`` and keep waiting.
 
     ``interrupt`` is called again at every poll until ``work`` returns, so an interrupt that
-    arrives before the solver is ready to receive it is not lost. Exceptions raised by ``work``
-    are re-raised here.
+    arrives before the solver is ready to receive it is not lost. A second Ctrl-C, or the first
+    one when ``interrupt`` is ``None`` (the solver cannot be interrupted), re-raises
+    ``KeyboardInterrupt`` at once and abandons the worker (a daemon thread that runs on until its
+    solver stops). Exceptions raised by ``work`` are re-raised here.
     """
     box: dict[str, Any] = {}
     done = threading.Event()
@@ -131,10 +134,13 @@ def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None], moni
         try:
             if done.wait(_POLL):
                 break
-            if monitor.interrupted:
+            if monitor.interrupted and interrupt is not None:
                 interrupt()
             monitor.tick()
         except KeyboardInterrupt:
+            if interrupt is None or monitor.interrupted:
+                monitor.stop.set()
+                raise
             monitor.interrupted = True
             monitor.stop.set()
             interrupt()
@@ -142,6 +148,23 @@ def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None], moni
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _check_all_options(backend: Backend, params: SolveParams) -> None:
+    """Every key of ``params.options`` must be a registered backend, and every option name must be
+    known to its backend (checked for ``backend`` and for the other available backends, so a typo
+    fails even when another backend runs)."""
+    from ._registry import BACKENDS
+
+    for name, options in params.options.items():
+        other = BACKENDS.get(name)
+        if other is None:
+            raise input_error(f"options given for unknown backend {name!r}; known backends: "
+                              f"{', '.join(BACKENDS)}", source="SolveParams", field="options")
+        if other is backend:
+            backend.check_options(dict(options))
+        elif options and other.available()[0]:
+            other.check_options(dict(options))
 
 
 class Backend(ABC):
@@ -165,7 +188,7 @@ class Backend(ABC):
     supports_time_limit: ClassVar[bool] = True
     supports_gap: ClassVar[bool] = True  #: ``SolveParams.rel_gap``
     supports_threads: ClassVar[bool] = True
-    supports_interrupt: ClassVar[bool] = True
+    supports_interrupt: ClassVar[bool] = True  #: Ctrl-C returns the best solution so far
 
     def __init__(self) -> None:
         self._availability: tuple[bool, str] | None = None
@@ -240,7 +263,7 @@ class Backend(ABC):
         ok, reason = self.available()
         if not ok:
             raise BackendUnavailableError(f"backend {self.name!r} is not available: {reason}")
-        self.check_options(params.options_for(self.name))
+        _check_all_options(self, params)
         if params.warm_start is not None and params.warm_start.shape != (model.num_vars,):
             raise input_error(f"has {params.warm_start.shape[0]} values but the model has {model.num_vars} "
                               f"columns", source="SolveParams", field="warm_start")
@@ -270,7 +293,8 @@ class Backend(ABC):
                 solution = None
         if termination is None:
             termination = Termination.FEASIBLE if solution is not None else Termination.NO_SOLUTION
-        if monitor.interrupted and termination in (Termination.FEASIBLE, Termination.NO_SOLUTION):
+        if monitor.interrupted and termination in (Termination.FEASIBLE, Termination.NO_SOLUTION) \
+                and limit in (Limit.NONE, Limit.OTHER):
             limit = Limit.INTERRUPTED
         if termination in (Termination.OPTIMAL, Termination.FEASIBLE) and solution is None:
             termination, message = Termination.ERROR, (message + "; " if message else "") + \
@@ -278,7 +302,7 @@ class Backend(ABC):
         if termination is Termination.INFEASIBLE:
             objective, bound, solution = math.nan, math.inf * sign, None
         elif termination is Termination.UNBOUNDED:
-            objective = bound = -math.inf * sign
+            objective, bound, solution = -math.inf * sign, -math.inf * sign, None
         elif termination is Termination.INFEASIBLE_OR_UNBOUNDED:
             objective, solution = math.nan, None
         elif solution is None or objective is None:

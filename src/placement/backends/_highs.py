@@ -67,9 +67,8 @@ def load_into_highs(h: Any, model: MilpModel) -> None:
         n, m, model.nnz, 1, sense, model.offset,  # 1 = highspy.MatrixFormat.kColwise
         model.c, model.col_lower, model.col_upper, model.row_lower, model.row_upper,
         A.indptr[:-1].astype(np.int32), A.indices.astype(np.int32), A.data,
+        model.integrality.astype(np.int32),  # 0 = kContinuous, 1 = kInteger; all 0 is an LP for HiGHS
     ]
-    if model.is_mip:
-        args.append(model.integrality.astype(np.int32))  # 1 = highspy.HighsVarType.kInteger
     status = h.passModel(*args)
     if status.name == "kError":
         raise input_error("HiGHS rejected the model in passModel; check the model's bounds and coefficients",
@@ -80,7 +79,8 @@ def _set_option(h: Any, name: str, value: Any, backend: str) -> None:
     status = h.setOptionValue(name, value)
     if status.name == "kError":
         raise input_error(f"HiGHS rejected option {name!r} = {value!r} for backend {backend!r} "
-                          f"(wrong type or out of range)", source="SolveParams", field=f"options[{backend!r}]")
+                          f"(wrong type or out of range)", source="SolveParams",
+                          field=f"options[{backend!r}]")
 
 
 class HighsBackend(Backend):
@@ -154,6 +154,10 @@ class HighsBackend(Backend):
         status = h.getModelStatus()
         raw = status.name
         termination, limit = _STATUS.get(raw, (Termination.ERROR, Limit.NONE))
+        message = h.modelStatusToString(status)
+        if termination is Termination.INFEASIBLE_OR_UNBOUNDED and not stop.is_set():
+            termination, note = self._disambiguate(h, model, params, monitor)
+            message = f"{message}; {note}"
         info = h.getInfo()
         has_solution = int(info.primal_solution_status) == 2  # kSolutionStatusFeasible
         solution = np.array(h.getSolution().col_value, dtype=np.float64) if has_solution else None
@@ -167,5 +171,22 @@ class HighsBackend(Backend):
         if termination is Termination.OPTIMAL and model.num_vars == 0:
             solution, objective, bound = np.zeros(0), model.offset, model.offset
         return self._result(model, monitor, termination=termination, limit=limit, solution=solution,
-                            objective=objective, bound=bound, nodes=nodes, raw_status=raw,
-                            message=h.modelStatusToString(status))
+                            objective=objective, bound=bound, nodes=nodes, raw_status=raw, message=message)
+
+    def _disambiguate(self, h: Any, model: MilpModel, params: SolveParams,
+                      monitor: SolveMonitor) -> tuple[Termination, str]:
+        """Tell infeasible from unbounded by solving the feasibility problem (zero costs).
+
+        A feasible model whose relaxation is unbounded is itself unbounded (rational data,
+        Meyer 1974), so: feasible -> unbounded, infeasible -> infeasible.
+        """
+        h.changeColsCost(model.num_vars, np.arange(model.num_vars, dtype=np.int32), np.zeros(model.num_vars))
+        if params.time_limit is not None:
+            _set_option(h, "time_limit", max(params.time_limit - monitor.elapsed(), 1e-3), self.name)
+        run_interruptible(h.run, monitor.stop.set, monitor)
+        second = h.getModelStatus().name
+        if second == "kOptimal":
+            return Termination.UNBOUNDED, "a zero-cost re-solve found a feasible point, so it is unbounded"
+        if second == "kInfeasible":
+            return Termination.INFEASIBLE, "a zero-cost re-solve proved it infeasible"
+        return Termination.INFEASIBLE_OR_UNBOUNDED, f"a zero-cost re-solve stopped with {second}"

@@ -178,7 +178,7 @@ class MilpBuilder:
 
     def add_row_sums(self, name: str, cols: Any, coef: Any = 1.0, *, lower: Any = -np.inf,
                      upper: Any = np.inf) -> range:
-        """Add one row per leading index of ``cols``: ``lower[i] <= sum_k coef[i, k] x[cols[i, k]] <= upper[i]``.
+        """Add one row per index ``i``: ``lower[i] <= sum_k coef[i,k] * x[cols[i,k]] <= upper[i]``.
 
         ``cols`` is ``int [rows, ...]`` (trailing dimensions are flattened into the sum), for
         example ``x[l, e, :]`` for "expert ``e`` of layer ``l`` lives on one GPU" is

@@ -223,7 +223,7 @@ class MilpModel:
         for b in self.blocks:
             if b.start <= j < b.stop:
                 idx = np.unravel_index(j - b.start, b.shape) if b.shape else ()
-                inner = ", ".join(f"{a}={int(i)}" for a, i in zip(b.axes, idx))
+                inner = ", ".join(f"{a}={int(i)}" for a, i in zip(b.axes, idx, strict=True))
                 return f"{b.name}[{inner}]"
         return f"column {j}"
 
@@ -311,14 +311,15 @@ def _check_ranges(blocks: tuple[Any, ...], limit: int, field_name: str, unit: st
         if start < 0 or stop > limit:
             raise input_error(f"block {name!r} spans {unit}s [{start}, {stop}) but the model has {limit} "
                               f"{unit}s", source=_SOURCE, field=field_name)
-    for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
+    for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:], strict=False):  # pairs of neighbours
         if s1 < e0:
             raise input_error(f"block {n1!r} ({unit}s [{s1}, {e1})) overlaps block {n0!r} "
                               f"({unit}s [{s0}, {e0}))", source=_SOURCE, field=field_name)
 
 
 def _validate_model(*, c: Any, A: Any, row_lower: Any, row_upper: Any, col_lower: Any, col_upper: Any,
-                    integrality: Any, sense: Any, offset: Any, blocks: Any, row_blocks: Any) -> dict[str, Any]:
+                    integrality: Any, sense: Any, offset: Any, blocks: Any,
+                    row_blocks: Any) -> dict[str, Any]:
     """Check and normalise every field of a :class:`MilpModel`; return the normalised values.
 
     The one place where model input is validated. Arrays come back as fresh read-only

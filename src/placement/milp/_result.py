@@ -160,8 +160,8 @@ class SolveParams:
         for name in ("threads", "seed"):
             value = getattr(self, name)
             if value is not None:
-                if isinstance(value, bool) or int(value) != value or int(value) < (1 if name == "threads" else 0):
-                    low = 1 if name == "threads" else 0
+                low = 1 if name == "threads" else 0
+                if isinstance(value, bool) or int(value) != value or int(value) < low:
                     raise input_error(f"must be an integer >= {low} or None, got {value!r}",
                                       source=src, field=name)
                 object.__setattr__(self, name, int(value))
