@@ -181,8 +181,7 @@ def replica_tables(placement: Placement, topology: Topology) -> tuple[np.ndarray
     ntied:
         ``int32 [layers, gpus, experts]``: how many replicas are tied (>= 1).
     """
-    L, G, S = placement.slots.shape
-    E = placement.num_experts
+    G = placement.num_gpus
     if G != topology.num_gpus:
         raise input_error(f"placement is for {G} GPUs but the topology has {topology.num_gpus}",
                           placement.source, "num_gpus")

@@ -194,7 +194,8 @@ def random_method(stats: TraceStats, topology: Topology, seed: int = 0) -> Solut
     return Solution(placement=sol.placement, method="random")
 
 
-register(Method("contiguous", "Megatron's default: expert e on GPU floor(e*G/E)", "placement.methods:contiguous_method"))
+register(Method("contiguous", "Megatron's default: expert e on GPU floor(e*G/E)",
+                "placement.methods:contiguous_method"))
 register(Method("round_robin", "expert e on GPU e mod G", "placement.methods:round_robin_method"))
 register(Method("random", "a seeded random balanced placement per layer", "placement.methods:random_method",
                 options=(Option("seed", int, 0, "random seed"),)))

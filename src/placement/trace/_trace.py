@@ -336,7 +336,8 @@ def _validate(trace: Trace) -> None:
             dup = srt[:, :, 1:] == srt[:, :, :-1]
             if dup.any():
                 t, layer, _ = np.argwhere(dup)[0]
-                raise input_error(f"token {t} at layer {layer} selects expert {int(srt[t, layer][1:][dup[t, layer]][0])}"
+                twice = int(srt[t, layer][1:][dup[t, layer]][0])
+                raise input_error(f"token {t} at layer {layer} selects expert {twice}"
                                   " twice in its top-k; each token's top-k ids must be distinct", src, "experts")
         if spec.topk_groups is not None and spec.num_groups > 1:
             groups = ex // (E // spec.num_groups)
