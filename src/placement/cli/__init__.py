@@ -165,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
                                          "placement topology show examples/topologies/two-servers.yaml"))
     p.add_argument("topology", help="preset spec or YAML file")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    # -- export, import, plot: their modules add the parsers and set `func`
+    from ..interop import register_export_cli, register_import_cli
+    from ..plots import register_plot_cli
+
+    register_export_cli(sub)
+    register_import_cli(sub)
+    register_plot_cli(sub)
     return parser
 
 
@@ -364,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
+        return _COMMANDS[args.command](args) if args.command in _COMMANDS else args.func(args)
     except PlacementInputError as exc:
         sys.stderr.write(f"placement: error: {exc}\n")
         return 2

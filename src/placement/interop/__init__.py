@@ -1,0 +1,264 @@
+"""Interop with serving stacks: export placements to, and import loads and traces from, vLLM, SGLang,
+TensorRT-LLM and DeepSeek's EPLB.
+
+Placement formats (:data:`PLACEMENT_FORMATS`, written by :func:`export_placement` and read back
+by :func:`import_placement`; ``docs/interop.md`` gives every shape):
+
+==============  ======  =====================================================================
+``eplb-json``   .json   EPLB's ``phy2log``, ``log2phy``, ``logcnt`` (:mod:`.eplb`)
+``eplb-pt``     .pt     the same as ``int64`` torch tensors (needs the ``runtime`` extra)
+``sglang-json`` .json   SGLang's ``--init-expert-location`` file, all hidden layers (:mod:`.sglang`)
+``sglang-pt``   .pt     the same as a torch tensor
+``trtllm-yaml`` .yaml   TensorRT-LLM's MoE load-balancer slot lists (:mod:`.trtllm`)
+``vllm-json``   .json   vllm-ascend's ``expert_map_path`` JSON (:mod:`.vllm`)
+==============  ======  =====================================================================
+
+Trace formats (:data:`TRACE_FORMATS`, read by :func:`import_trace`): ``sglang-dump`` (SGLang's
+expert-distribution recorder, :func:`.sglang.load_sglang_dump`) and ``expert-load`` (vLLM/EPLB
+load tensors, :func:`.eplb.load_expert_load`).
+
+Importing this package loads neither torch nor matplotlib; ``.pt`` files import torch when read
+or written.
+
+>>> import numpy as np, tempfile, os
+>>> from placement import Placement
+>>> p = Placement(np.array([[[0, 1], [2, 0]]]), num_experts=3)
+>>> with tempfile.TemporaryDirectory() as d:
+...     path = export_placement(p, os.path.join(d, "p.yaml"), "trtllm-yaml", first_moe_layer=3)
+...     import_placement(path, "trtllm-yaml").same_as(p)
+True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import input_error
+from ..placement import Placement
+from ..trace._trace import ModelSpec, Trace
+from .eplb import EplbTensors, eplb_tensors, load_expert_load, placement_from_eplb, read_eplb, write_eplb
+from .sglang import load_sglang_dump, read_sglang, sglang_physical_to_logical_map, write_sglang
+from .trtllm import read_trtllm, trtllm_config, write_trtllm
+from .vllm import read_vllm_map, vllm_expert_map, write_vllm_map
+
+__all__ = [
+    "PLACEMENT_FORMATS",
+    "TRACE_FORMATS",
+    "PlacementFormat",
+    "export_placement",
+    "import_placement",
+    "import_trace",
+    "EplbTensors",
+    "eplb_tensors",
+    "placement_from_eplb",
+    "sglang_physical_to_logical_map",
+    "trtllm_config",
+    "vllm_expert_map",
+    "load_sglang_dump",
+    "load_expert_load",
+    "register_export_cli",
+    "register_import_cli",
+]
+
+
+@dataclass(frozen=True)
+class PlacementFormat:
+    """A serving-stack placement format: its file suffixes, writer and reader.
+
+    ``write(placement, path, num_hidden_layers=..., first_moe_layer=...)`` and
+    ``read(path, num_gpus=..., num_experts=..., first_moe_layer=..., num_moe_layers=...)``
+    take every option; each format uses those it needs.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    summary: str
+    write: Callable[..., Path]
+    read: Callable[..., Placement]
+
+
+def _w_eplb(p: Placement, path: Any, **_: Any) -> Path:
+    return write_eplb(p, path)
+
+
+def _r_eplb(path: Any, *, num_gpus: int | None, num_experts: int | None, **_: Any) -> Placement:
+    return read_eplb(path, num_gpus=num_gpus, num_experts=num_experts)
+
+
+def _w_sglang(p: Placement, path: Any, *, num_hidden_layers: int | None, first_moe_layer: int) -> Path:
+    return write_sglang(p, path, num_hidden_layers=num_hidden_layers, first_moe_layer=first_moe_layer)
+
+
+def _r_sglang(
+    path: Any,
+    *,
+    num_gpus: int | None,
+    num_experts: int | None,
+    first_moe_layer: int | None,
+    num_moe_layers: int | None,
+) -> Placement:
+    return read_sglang(
+        path,
+        num_gpus=num_gpus,
+        first_moe_layer=first_moe_layer or 0,
+        num_moe_layers=num_moe_layers,
+        num_experts=num_experts,
+    )
+
+
+def _w_trtllm(p: Placement, path: Any, *, num_hidden_layers: int | None, first_moe_layer: int) -> Path:
+    return write_trtllm(p, path, first_moe_layer=first_moe_layer, num_hidden_layers=num_hidden_layers)
+
+
+def _r_trtllm(path: Any, *, num_gpus: int | None, num_experts: int | None, **_: Any) -> Placement:
+    return read_trtllm(path, num_gpus=num_gpus, num_experts=num_experts)
+
+
+def _w_vllm(p: Placement, path: Any, **_: Any) -> Path:
+    return write_vllm_map(p, path)
+
+
+def _r_vllm(path: Any, *, num_experts: int | None, **_: Any) -> Placement:
+    return read_vllm_map(path, num_experts=num_experts)
+
+
+#: Placement formats in the order the CLI lists them.
+PLACEMENT_FORMATS: dict[str, PlacementFormat] = {
+    f.name: f
+    for f in (
+        PlacementFormat("eplb-json", (".json",), "EPLB phy2log/log2phy/logcnt as JSON", _w_eplb, _r_eplb),
+        PlacementFormat(
+            "eplb-pt", (".pt",), "EPLB phy2log/log2phy/logcnt as torch tensors", _w_eplb, _r_eplb
+        ),
+        PlacementFormat(
+            "sglang-json",
+            (".json",),
+            "SGLang --init-expert-location (all hidden layers)",
+            _w_sglang,
+            _r_sglang,
+        ),
+        PlacementFormat(
+            "sglang-pt", (".pt",), "SGLang --init-expert-location as a torch tensor", _w_sglang, _r_sglang
+        ),
+        PlacementFormat(
+            "trtllm-yaml", (".yaml", ".yml"), "TensorRT-LLM MoE load balancer YAML", _w_trtllm, _r_trtllm
+        ),
+        PlacementFormat("vllm-json", (".json",), "vllm-ascend expert_map_path JSON", _w_vllm, _r_vllm),
+    )
+}
+
+#: Trace formats :func:`import_trace` reads.
+TRACE_FORMATS = {
+    "sglang-dump": "SGLang expert-distribution recorder dump (stat, per_pass or per_token mode)",
+    "expert-load": "vLLM/EPLB expert-load tensor [layers, experts] (.pt, .npy, .npz, .json)",
+}
+
+
+def _format(name: str, path: str | os.PathLike[str]) -> PlacementFormat:
+    fmt = PLACEMENT_FORMATS.get(name)
+    if fmt is None:
+        raise input_error(
+            f"unknown placement format {name!r}; choose one of {list(PLACEMENT_FORMATS)}", str(path), "format"
+        )
+    if Path(path).suffix.lower() not in fmt.suffixes:
+        raise input_error(
+            f"format {name} uses {' or '.join(fmt.suffixes)} files, not '{Path(path).suffix}'",
+            str(path),
+            "format",
+        )
+    return fmt
+
+
+def export_placement(
+    placement: Placement,
+    path: str | os.PathLike[str],
+    format: str,
+    *,
+    num_hidden_layers: int | None = None,
+    first_moe_layer: int = 0,
+) -> Path:
+    """Write ``placement`` for a serving stack (atomically: a failure leaves no file).
+
+    Parameters
+    ----------
+    format:
+        A key of :data:`PLACEMENT_FORMATS`; the file suffix must match it.
+    num_hidden_layers, first_moe_layer:
+        Where the placement's MoE layers sit among the model's hidden layers (SGLang's file
+        covers all hidden layers; TensorRT-LLM keys layers by hidden index).  Default: the MoE
+        layers start at hidden layer 0 and no dense layer follows them.
+    """
+    fmt = _format(format, path)
+    return fmt.write(placement, path, num_hidden_layers=num_hidden_layers, first_moe_layer=first_moe_layer)
+
+
+def import_placement(
+    path: str | os.PathLike[str],
+    format: str,
+    *,
+    num_gpus: int | None = None,
+    num_experts: int | None = None,
+    first_moe_layer: int | None = None,
+    num_moe_layers: int | None = None,
+) -> Placement:
+    """Read a placement written for a serving stack back into a :class:`Placement`.
+
+    ``num_gpus`` is needed where the file does not record the EP size (SGLang; TensorRT-LLM
+    files written by other tools); ``first_moe_layer``/``num_moe_layers`` pick the MoE rows of
+    SGLang's all-hidden-layers map.  ``num_experts`` defaults to the largest id + 1.
+    """
+    fmt = _format(format, path)
+    return fmt.read(
+        path,
+        num_gpus=num_gpus,
+        num_experts=num_experts,
+        first_moe_layer=first_moe_layer,
+        num_moe_layers=num_moe_layers,
+    )
+
+
+def import_trace(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    format: str,
+    *,
+    model: ModelSpec | str | None = None,
+    top_k: int | None = None,
+    first_moe_layer: int | None = None,
+    key: str | None = None,
+    by_rank: bool = False,
+) -> Trace:
+    """Read expert loads or routing recorded by a serving stack as a :class:`~placement.trace.Trace`.
+
+    ``format`` is ``"sglang-dump"`` (one recording, one file per rank for ``per_pass`` and
+    ``per_token``) or ``"expert-load"`` (one file; ``key`` and ``by_rank`` apply).  A count
+    trace works with load-based methods (``placement.solve(trace, topo, method="eplb")``); methods
+    needing per-token routing refuse it with a message saying so.
+    """
+    files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if format == "sglang-dump":
+        return load_sglang_dump(files, model=model, top_k=top_k, first_moe_layer=first_moe_layer)
+    if format == "expert-load":
+        if len(files) != 1:
+            raise input_error(f"expert-load reads one file, got {len(files)}", field="paths")
+        return load_expert_load(
+            files[0], model=model, top_k=top_k, key=key, first_moe_layer=first_moe_layer, by_rank=by_rank
+        )
+    raise input_error(f"unknown trace format {format!r}; choose one of {list(TRACE_FORMATS)}", field="format")
+
+
+def register_export_cli(subparsers: Any) -> Any:
+    """Add ``placement export`` to the CLI's subparsers (see :mod:`._cli`)."""
+    from ._cli import register_export
+
+    return register_export(subparsers)
+
+
+def register_import_cli(subparsers: Any) -> Any:
+    """Add ``placement import`` to the CLI's subparsers (see :mod:`._cli`)."""
+    from ._cli import register_import
+
+    return register_import(subparsers)

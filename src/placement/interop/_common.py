@@ -1,0 +1,372 @@
+"""Shared helpers of the interop readers and writers: one place that reads, converts and checks.
+
+Every reader goes through :func:`read_mapping` (by extension: ``.pt`` with torch, ``.json``,
+``.yaml``, ``.npy``, ``.npz``) and :func:`as_int_array` (torch tensors, nested lists or numpy
+arrays to a checked ``int64`` array), so that every bad input names its file and field.
+Every writer goes through :func:`write_json`, :func:`write_yaml` or :func:`write_torch`, which
+write a temporary file and rename it, so a failure never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import atomic_path, atomic_write_text
+from ..errors import PlacementInputError, input_error
+from ..placement import Placement
+from ..trace._trace import ModelSpec
+
+__all__ = [
+    "read_mapping",
+    "as_int_array",
+    "require_torch",
+    "write_json",
+    "write_yaml",
+    "write_torch",
+    "resolve_model",
+    "moe_layer_window",
+    "hidden_layout",
+    "require_full",
+    "placement_from_phy2log",
+]
+
+RUNTIME_HINT = "pip install 'placement[runtime]'"
+
+
+def require_torch(source: str | None, what: str = "reading or writing .pt files") -> Any:
+    """Import torch or raise an input error naming the ``runtime`` extra."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is installed in the test environment
+        raise input_error(f"{what} needs torch, which is not installed: {RUNTIME_HINT}", source) from exc
+    return torch
+
+
+def _check_file(path: Path, src: str) -> None:
+    if not path.exists():
+        raise input_error("file not found; check the path", src)
+    if path.is_dir():
+        raise input_error("is a directory, not a file", src)
+
+
+def read_mapping(path: str | os.PathLike[str], suffixes: tuple[str, ...] | None = None) -> Any:
+    """Read ``path`` by its extension and return what it holds (a dict, a list or an array).
+
+    ``.pt`` files are read with ``torch.load(weights_only=True)`` (tensors stay tensors; see
+    :func:`as_int_array`); ``.npz`` gives a dict of arrays.
+    """
+    p = Path(path)
+    src = str(path)
+    suffix = p.suffix.lower()
+    if suffixes is not None and suffix not in suffixes:
+        raise input_error(f"unsupported extension '{p.suffix}'; use one of {list(suffixes)}", src)
+    _check_file(p, src)
+    try:
+        if suffix == ".pt":
+            torch = require_torch(src)
+            return torch.load(p, map_location="cpu", weights_only=True)
+        if suffix == ".json":
+            return json.loads(p.read_text(encoding="utf-8"))
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(p.read_text(encoding="utf-8"))
+        if suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(p, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+    except PlacementInputError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise input_error(f"invalid JSON at line {exc.lineno}: {exc.msg}", src) from exc
+    except UnicodeDecodeError as exc:
+        raise input_error(f"not a text file ({exc.reason})", src) from exc
+    except Exception as exc:  # torch's UnpicklingError/RuntimeError, yaml errors, zip errors, ValueError
+        raise input_error(f"cannot read as a {suffix} file ({type(exc).__name__}: {exc})", src) from exc
+    raise input_error(f"unsupported extension '{p.suffix}'; use .pt, .json, .yaml, .npy or .npz", src)
+
+
+def as_int_array(
+    value: Any, source: str | None, field: str, ndims: tuple[int, ...] | None = None, shape_doc: str = ""
+) -> np.ndarray:
+    """``value`` (torch tensor, numpy array or nested lists) as an ``int64`` array, checked.
+
+    Whole-number floats are accepted; NaN, fractions, ragged lists and other ranks are errors
+    naming ``source`` and ``field``.
+    """
+    if value is None:
+        raise input_error("missing", source, field)
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor, without importing torch
+        value = value.detach().cpu()
+        if str(getattr(value, "dtype", "")) in ("torch.bfloat16", "torch.float16"):
+            value = value.float()
+        value = value.numpy()
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise input_error(f"must be a rectangular array of integers ({exc})", source, field) from exc
+    if arr.dtype == object:
+        raise input_error(
+            "must be a rectangular array of integers (ragged or mixed nested lists)", source, field
+        )
+    if ndims is not None and arr.ndim not in ndims:
+        want = " or ".join(f"{n}-D" for n in ndims)
+        raise input_error(
+            f"expected a {want} array{' ' + shape_doc if shape_doc else ''}, got shape {arr.shape}",
+            source,
+            field,
+        )
+    if arr.size == 0:
+        raise input_error(f"is empty (shape {arr.shape})", source, field)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
+            raise input_error("must hold whole numbers (found NaN, infinity or fractions)", source, field)
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind == "b":
+        raise input_error("must hold integers, got booleans", source, field)
+    elif arr.dtype.kind not in "iu":
+        raise input_error(f"must hold integers, got dtype {arr.dtype}", source, field)
+    return arr.astype(np.int64, copy=False)
+
+
+def positive_int(value: Any, source: str | None, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise input_error(f"must be a positive integer, got {value!r}", source, field)
+    return int(value)
+
+
+# --------------------------------------------------------------------------------------- writers
+def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Compact JSON, one line per top-level key is not needed: serving stacks parse it whole."""
+    atomic_write_text(path, json.dumps(obj, separators=(",", ":")) + "\n")
+    return Path(path)
+
+
+def write_yaml(obj: Any, path: str | os.PathLike[str], header: str = "") -> Path:
+    """YAML with lists written inline (``[3, 1, 4]``), after an optional ``# comment`` header."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _inline(dumper: yaml.SafeDumper, data: list) -> Any:
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+
+    _Dumper.add_representer(list, _inline)
+    text = yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=1 << 30)
+    atomic_write_text(path, header + text)
+    return Path(path)
+
+
+def write_torch(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` of ``obj`` with numpy arrays turned into ``int64`` tensors."""
+    torch = require_torch(str(path))
+    data = {
+        k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+        for k, v in obj.items()
+    }
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------- layers
+def resolve_model(model: ModelSpec | str | None, source: str | None = None) -> ModelSpec | None:
+    """A :class:`ModelSpec` from itself or a preset name (``placement trace synth --model`` names)."""
+    if model is None or isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, str):
+        from ..trace.synthesize import MODEL_PRESETS
+
+        preset = MODEL_PRESETS.get(model.lower())
+        if preset is None:
+            raise input_error(
+                f"unknown model preset {model!r}; choose one of {sorted(MODEL_PRESETS)}", source, "model"
+            )
+        return preset.spec
+    raise input_error(f"must be a ModelSpec or a preset name, got {type(model).__name__}", source, "model")
+
+
+def moe_layer_window(
+    layer_used: np.ndarray,
+    model: ModelSpec | None,
+    first_moe_layer: int | None,
+    source: str | None,
+    field: str,
+) -> tuple[int, int]:
+    """``(first, count)``: which rows of a per-hidden-layer array are the MoE layers.
+
+    ``layer_used bool [hidden_layers]`` says which layers saw any routing.  With ``model``,
+    the array holds either exactly ``model.num_layers`` rows (MoE layers only) or
+    ``first_moe_layer + num_layers`` or more (all hidden layers; the MoE layers start at
+    ``first_moe_layer``, default the model's).  Without ``model``, the MoE layers start at
+    ``first_moe_layer`` or, when ``None``, after the leading layers with no routing (dense
+    layers record zeros), and run to the last layer with routing.
+    """
+    H = int(layer_used.shape[0])
+    if model is not None:
+        L = model.num_layers
+        if first_moe_layer is None:
+            first_moe_layer = 0 if H == L else model.first_moe_layer
+        if first_moe_layer < 0 or first_moe_layer + L > H:
+            raise input_error(
+                f"has {H} layers, but model '{model.name}' has {L} MoE layers starting at hidden "
+                f"layer {first_moe_layer}; check the model or first_moe_layer",
+                source,
+                field,
+            )
+        return first_moe_layer, L
+    if not layer_used.any():
+        raise input_error("no layer recorded any routed token (all counts are zero)", source, field)
+    if first_moe_layer is None:
+        first_moe_layer = int(np.argmax(layer_used))
+    elif not 0 <= first_moe_layer < H:
+        raise input_error(f"first_moe_layer={first_moe_layer} is outside [0, {H})", source, field)
+    last = H - int(np.argmax(layer_used[::-1]))
+    if last <= first_moe_layer:
+        raise input_error(f"no routing recorded at or after first_moe_layer={first_moe_layer}", source, field)
+    return first_moe_layer, last - first_moe_layer
+
+
+def hidden_layout(
+    placement: Placement, num_hidden_layers: int | None, first_moe_layer: int, source: str | None
+) -> tuple[int, int]:
+    """``(num_hidden_layers, first_moe_layer)`` of an export; the MoE layers must fit inside."""
+    if (
+        isinstance(first_moe_layer, bool)
+        or not isinstance(first_moe_layer, (int, np.integer))
+        or first_moe_layer < 0
+    ):
+        raise input_error(
+            f"must be a non-negative integer, got {first_moe_layer!r}", source, "first_moe_layer"
+        )
+    L = placement.num_layers
+    H = (
+        first_moe_layer + L
+        if num_hidden_layers is None
+        else positive_int(num_hidden_layers, source, "num_hidden_layers")
+    )
+    if first_moe_layer + L > H:
+        raise input_error(
+            f"{H} hidden layers cannot hold {L} MoE layers starting at layer {first_moe_layer}; "
+            f"need at least {first_moe_layer + L}",
+            source,
+            "num_hidden_layers",
+        )
+    return H, int(first_moe_layer)
+
+
+def require_full(placement: Placement, fmt: str, source: str | None) -> None:
+    """Serving stacks that address physical slots need every slot filled: refuse ``-1``."""
+    empty = np.argwhere(placement.slots < 0)
+    if empty.size:
+        layer, gpu, slot = (int(v) for v in empty[0])
+        raise input_error(
+            f"{len(empty)} empty slot(s) (-1), first at layer {layer}, GPU {gpu}, slot {slot}; "
+            f"{fmt} needs every physical slot to hold an expert. Give every GPU the same number "
+            "of experts (e.g. solve with more replicas) or export to eplb-json/vllm-json",
+            source,
+            "slots",
+        )
+
+
+def placement_from_phy2log(
+    phy2log: np.ndarray,
+    num_gpus: int,
+    num_experts: int | None,
+    source: str,
+    field: str,
+    metadata: dict[str, Any] | None = None,
+) -> Placement:
+    """A :class:`Placement` from ``phy2log [layers, num_physical]``; slot ``p`` is on GPU ``p // (P / G)``."""
+    G = positive_int(num_gpus, source, "num_gpus")
+    L, P = phy2log.shape
+    if P % G:
+        raise input_error(f"{P} physical slots per layer do not divide over num_gpus={G}", source, field)
+    if phy2log.min() < -1:
+        bad = np.argwhere(phy2log < -1)[0]
+        raise input_error(
+            f"expert id {int(phy2log[tuple(bad)])} at layer {bad[0]}, slot {bad[1]} is negative "
+            "(only -1, an empty slot, may be)",
+            source,
+            field,
+        )
+    E = int(phy2log.max()) + 1 if num_experts is None else positive_int(num_experts, source, "num_experts")
+    if phy2log.max() >= E:
+        bad = np.argwhere(phy2log >= E)[0]
+        raise input_error(
+            f"expert id {int(phy2log[tuple(bad)])} at layer {bad[0]}, slot {bad[1]} is outside "
+            f"[0, num_experts={E})",
+            source,
+            field,
+        )
+    try:
+        return Placement(
+            phy2log.reshape(L, G, P // G).astype(np.int32),
+            num_experts=E,
+            metadata=dict(metadata or {}),
+            source=source,
+        )
+    except PlacementInputError as exc:
+        raise input_error(exc.detail, source, field) from exc
+
+
+def count_trace(
+    counts: np.ndarray,
+    *,
+    model: ModelSpec | str | None,
+    top_k: int | None,
+    first_moe_layer: int | None,
+    source: str,
+    field: str,
+    name: str,
+    metadata: dict[str, Any],
+) -> Any:
+    """A count :class:`~placement.trace.Trace` from ``counts [..., hidden_layers, experts]``.
+
+    The MoE layers are cut out with :func:`moe_layer_window`; the leading axis, if any, is kept
+    (``[ranks, layers, experts]``).  Without ``model``, ``top_k`` must be given: counts do not
+    say how many experts each token picked.
+    """
+    from ..trace._trace import Trace
+
+    spec = resolve_model(model, source)
+    if counts.min() < 0:
+        raise input_error("counts must be non-negative", source, field)
+    per_layer = counts.reshape(-1, *counts.shape[-2:]).sum(axis=0)  # [hidden, E]
+    if spec is not None and counts.shape[-1] != spec.num_experts:
+        raise input_error(
+            f"has {counts.shape[-1]} experts per layer, but model '{spec.name}' has {spec.num_experts}",
+            source,
+            field,
+        )
+    if spec is not None and top_k is not None and top_k != spec.top_k:
+        raise input_error(
+            f"top_k={top_k} contradicts model '{spec.name}' (top_k={spec.top_k})", source, "top_k"
+        )
+    first, L = moe_layer_window(per_layer.sum(axis=1) > 0, spec, first_moe_layer, source, field)
+    if spec is None:
+        if top_k is None:
+            raise input_error(
+                "expert counts do not say how many experts each token picks; pass top_k "
+                "(--top-k) or a model preset (--model)",
+                source,
+                "top_k",
+            )
+        spec = ModelSpec(
+            name,
+            num_layers=L,
+            num_experts=int(counts.shape[-1]),
+            top_k=positive_int(top_k, source, "top_k"),
+            first_moe_layer=first,
+        )
+        spec.validate(source)
+    cut = counts[..., first : first + L, :]
+    meta = {**metadata, "first_moe_layer": first, "hidden_layers": int(counts.shape[-2])}
+    return Trace.from_counts(spec, cut, source=source, metadata=meta)

@@ -1,0 +1,397 @@
+"""SGLang: the expert-location file (``--init-expert-location``) and expert-distribution dumps.
+
+Expert-location file (``sglang-json``, ``sglang-pt``)
+-----------------------------------------------------
+SGLang's ``--init-expert-location`` takes a ``.json`` or ``.pt`` file holding a mapping with
+the single key ``physical_to_logical_map``: ``int64 [num_hidden_layers, P]``, the logical expert
+of every physical slot ``p`` of every hidden layer, where ``P = num_experts +
+ep_num_redundant_experts`` and slot ``p`` lives on EP rank ``p // (P / ep_size)``.  SGLang
+passes the mapping's keys as keyword arguments to ``ExpertLocationMetadata.init_by_mapping``,
+so the file holds that key and nothing else.
+
+The map covers **all** hidden layers, dense ones included (SGLang sizes it by
+``num_hidden_layers``).  A dense layer's row is never used for routing, but SGLang still
+builds its logical-to-physical tables from it, so it must name a valid expert in every slot
+and list every expert: we write SGLang's own "trivial" row there, ``p % num_experts``.  MoE
+layer ``l`` of the placement is hidden layer ``first_moe_layer + l``.  Every slot must hold an
+expert (no ``-1``).  Serve with ``--ep-num-redundant-experts P - num_experts`` and an EP size
+equal to the placement's GPU count.
+
+Expert-distribution dumps (:func:`load_sglang_dump`)
+----------------------------------------------------
+``/dump_expert_distribution_record`` writes ``torch.save``'d mappings.  By recorder mode:
+
+``stat``
+    ``{"rank": 0, "logical_count": int [steps, num_hidden_layers, E], ...}`` (all ranks
+    already summed; older versions have no ``steps`` axis).  The steps are summed into a count
+    trace ``[layers, E]``.
+``per_pass``
+    one file per rank: ``{"records": [{"forward_pass_id", "rank", "gatherer_key",
+    "global_physical_count": int [num_hidden_layers, P]}, ...], "last_physical_to_logical_map":
+    int [num_hidden_layers, P]}``.  Physical counts are folded onto logical experts with the map
+    and summed per rank: a count trace ``[ranks, layers, E]`` (a record's ``rank`` is where its
+    tokens were routed from).
+``per_token``
+    the same, with each record also holding ``"topk_ids_of_layer": int [num_hidden_layers,
+    tokens, 8]``: the physical slots each token chose, ``-1`` beyond its top-k and in dense
+    layers.  Slots are mapped back to logical ids with the map: a token trace ``[tokens, layers,
+    k]`` whose ``origin`` is the record's rank.  Tokens with no choice in any MoE layer (padding)
+    are dropped.  The map is the one in force when the dump was written; if EPLB rebalanced
+    during recording, earlier passes are mapped with the later map.
+
+Dense layers record nothing, so the MoE layers are found as the leading layers without any
+routing (or given by ``first_moe_layer`` or a model preset).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import input_error
+from ..placement import Placement
+from ..trace._trace import ModelSpec, Trace
+from ._common import (
+    as_int_array,
+    count_trace,
+    hidden_layout,
+    moe_layer_window,
+    placement_from_phy2log,
+    positive_int,
+    read_mapping,
+    require_full,
+    resolve_model,
+    write_json,
+    write_torch,
+)
+
+__all__ = ["sglang_physical_to_logical_map", "write_sglang", "read_sglang", "load_sglang_dump"]
+
+
+def sglang_physical_to_logical_map(
+    placement: Placement,
+    num_hidden_layers: int | None = None,
+    first_moe_layer: int = 0,
+    *,
+    source: str | None = None,
+) -> np.ndarray:
+    """``int64 [num_hidden_layers, P]``: SGLang's map, dense layers given the trivial row ``p % E``.
+
+    >>> import numpy as np
+    >>> p = Placement(np.array([[[1, 0], [2, 1]]]), num_experts=3)
+    >>> sglang_physical_to_logical_map(p, num_hidden_layers=2, first_moe_layer=1).tolist()
+    [[0, 1, 2, 0], [1, 0, 2, 1]]
+    """
+    require_full(placement, "SGLang's expert-location file", source)
+    H, first = hidden_layout(placement, num_hidden_layers, first_moe_layer, source)
+    phy2log = placement.phy2log()
+    out = np.tile(np.arange(phy2log.shape[1], dtype=np.int64) % placement.num_experts, (H, 1))
+    out[first : first + placement.num_layers] = phy2log
+    return out
+
+
+def write_sglang(
+    placement: Placement,
+    path: str | os.PathLike[str],
+    *,
+    num_hidden_layers: int | None = None,
+    first_moe_layer: int = 0,
+) -> Path:
+    """Write ``{"physical_to_logical_map": ...}`` as ``.json`` (nested lists) or ``.pt`` (an int64 tensor)."""
+    src = str(path)
+    table = sglang_physical_to_logical_map(placement, num_hidden_layers, first_moe_layer, source=src)
+    if Path(path).suffix.lower() == ".pt":
+        return write_torch({"physical_to_logical_map": table}, path)
+    return write_json({"physical_to_logical_map": table.tolist()}, path)
+
+
+def read_sglang(
+    path: str | os.PathLike[str],
+    *,
+    num_gpus: int | None,
+    first_moe_layer: int = 0,
+    num_moe_layers: int | None = None,
+    num_experts: int | None = None,
+) -> Placement:
+    """Read an expert-location file; rows ``first_moe_layer ..`` (``num_moe_layers`` of them) are MoE layers.
+
+    The file records neither the EP size nor where the dense layers are: pass ``num_gpus``
+    and ``first_moe_layer`` (``num_moe_layers`` defaults to all rows from there on).
+    """
+    src = str(path)
+    data = read_mapping(path, (".json", ".pt"))
+    if not isinstance(data, dict) or "physical_to_logical_map" not in data:
+        what = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise input_error(
+            f"must hold a mapping with 'physical_to_logical_map' (found {what})",
+            src,
+            "physical_to_logical_map",
+        )
+    table = as_int_array(
+        data["physical_to_logical_map"],
+        src,
+        "physical_to_logical_map",
+        (2,),
+        "[num_hidden_layers, num_physical]",
+    )
+    if num_gpus is None:
+        raise input_error(
+            "SGLang's file does not record the EP size; pass num_gpus (--num-gpus)", src, "num_gpus"
+        )
+    H = table.shape[0]
+    if isinstance(first_moe_layer, bool) or not 0 <= first_moe_layer < H:
+        raise input_error(f"first_moe_layer={first_moe_layer} is outside [0, {H})", src, "first_moe_layer")
+    L = H - first_moe_layer if num_moe_layers is None else positive_int(num_moe_layers, src, "num_moe_layers")
+    if first_moe_layer + L > H:
+        raise input_error(
+            f"{L} MoE layers from layer {first_moe_layer} exceed the file's {H} layers", src, "num_moe_layers"
+        )
+    if table.min() < 0:
+        bad = np.argwhere(table < 0)[0]
+        raise input_error(
+            f"negative expert id at layer {bad[0]}, slot {bad[1]}; SGLang needs every slot to name an expert",
+            src,
+            "physical_to_logical_map",
+        )
+    return placement_from_phy2log(
+        table[first_moe_layer : first_moe_layer + L],
+        num_gpus,
+        num_experts,
+        src,
+        "physical_to_logical_map",
+        {"imported_from": "sglang", "first_moe_layer": first_moe_layer},
+    )
+
+
+# --------------------------------------------------------------------------------------- dumps
+def load_sglang_dump(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    model: ModelSpec | str | None = None,
+    top_k: int | None = None,
+    first_moe_layer: int | None = None,
+) -> Trace:
+    """A trace from SGLang expert-distribution recorder dumps (``stat``, ``per_pass`` or ``per_token``).
+
+    Parameters
+    ----------
+    paths:
+        One dump, or the per-rank dumps of one recording (``.pt``; a ``.json`` holding the
+        same mapping with nested lists also works).
+    model:
+        A :class:`ModelSpec` or preset name: checks the shapes and says where the MoE layers
+        are.  Without it, counts need ``top_k`` (``per_token`` dumps show it).
+    first_moe_layer:
+        Hidden-layer index of the first MoE layer (default: the model's, else the first layer
+        with any routing).
+
+    Returns
+    -------
+    Trace
+        A count trace (``stat``: ``[layers, E]``; ``per_pass``: ``[ranks, layers, E]``) or a
+        token trace (``per_token``).
+    """
+    files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not files:
+        raise input_error("give at least one dump file", field="paths")
+    loaded = [(str(f), read_mapping(f, (".pt", ".json"))) for f in files]
+    for src, data in loaded:
+        if not isinstance(data, dict) or not ({"logical_count", "records"} & set(data)):
+            what = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+            raise input_error(
+                f"not an expert-distribution dump: expected 'logical_count' (stat mode) or "
+                f"'records' (per_pass/per_token mode), found {what}",
+                src,
+            )
+    kinds = {"stat" if "logical_count" in data else "detail" for _, data in loaded}
+    if len(kinds) > 1:
+        raise input_error(
+            "mixes stat dumps with per_pass/per_token dumps; load one recording at a time", loaded[0][0]
+        )
+    src = loaded[0][0] if len(loaded) == 1 else f"{loaded[0][0]} (+{len(loaded) - 1} more)"
+    name = Path(loaded[0][0]).stem
+    if kinds == {"stat"}:
+        total = None
+        for fsrc, data in loaded:
+            c = as_int_array(
+                data["logical_count"],
+                fsrc,
+                "logical_count",
+                (2, 3),
+                "[num_hidden_layers, E] or [steps, num_hidden_layers, E]",
+            )
+            c = c.sum(axis=0) if c.ndim == 3 else c
+            if total is not None and total.shape != c.shape:
+                raise input_error(
+                    f"shape {c.shape} differs from the first dump's {total.shape}", fsrc, "logical_count"
+                )
+            total = c if total is None else total + c
+        assert total is not None
+        return count_trace(
+            total,
+            model=model,
+            top_k=top_k,
+            first_moe_layer=first_moe_layer,
+            source=src,
+            field="logical_count",
+            name=name,
+            metadata={"format": "sglang-dump", "mode": "stat", "files": len(loaded)},
+        )
+    return _load_detail(loaded, src, name, model, top_k, first_moe_layer)
+
+
+def _records(loaded: list[tuple[str, Any]]) -> list[tuple[str, int, dict[str, Any], np.ndarray]]:
+    """``(source, index, record, physical_to_logical_map)`` of every record of every file."""
+    out = []
+    for src, data in loaded:
+        p2l = as_int_array(
+            data.get("last_physical_to_logical_map"),
+            src,
+            "last_physical_to_logical_map",
+            (2,),
+            "[num_hidden_layers, num_physical]",
+        )
+        if p2l.min() < 0:
+            raise input_error("holds a negative expert id", src, "last_physical_to_logical_map")
+        records = data["records"]
+        if not isinstance(records, (list, tuple)) or not records:
+            raise input_error("must be a non-empty list of per-pass records", src, "records")
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                raise input_error(f"record {i} is a {type(rec).__name__}, not a mapping", src, "records")
+            out.append((src, i, rec, p2l))
+    return out
+
+
+def _rank_of(rec: dict[str, Any], src: str, i: int) -> int:
+    rank = rec.get("rank", 0)
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 0:
+        raise input_error(
+            f"record {i}: rank must be a non-negative integer, got {rank!r}", src, "records.rank"
+        )
+    return int(rank)
+
+
+def _load_detail(
+    loaded: list[tuple[str, Any]],
+    src: str,
+    name: str,
+    model: ModelSpec | str | None,
+    top_k: int | None,
+    first_moe_layer: int | None,
+) -> Trace:
+    recs = _records(loaded)
+    shape = recs[0][3].shape
+    for fsrc, _, _, p2l in recs:
+        if p2l.shape != shape:
+            raise input_error(
+                f"shape {p2l.shape} differs from the first dump's {shape}",
+                fsrc,
+                "last_physical_to_logical_map",
+            )
+    H, P = shape
+    spec = resolve_model(model, src)
+    E = spec.num_experts if spec is not None else int(max(r[3].max() for r in recs)) + 1
+    for fsrc, _, _, p2l in recs:
+        if p2l.max() >= E:
+            raise input_error(
+                f"expert id {int(p2l.max())} is outside [0, {E})", fsrc, "last_physical_to_logical_map"
+            )
+    per_token = all("topk_ids_of_layer" in rec for _, _, rec, _ in recs)
+    if not per_token:
+        counts: dict[int, np.ndarray] = {}
+        codes_base = np.arange(H)[:, None] * E
+        for fsrc, i, rec, p2l in recs:
+            c = as_int_array(
+                rec.get("global_physical_count"),
+                fsrc,
+                f"records[{i}].global_physical_count",
+                (2,),
+                "[num_hidden_layers, num_physical]",
+            )
+            if c.shape != (H, P):
+                raise input_error(
+                    f"shape {c.shape} must be [num_hidden_layers, num_physical] = {(H, P)}",
+                    fsrc,
+                    f"records[{i}].global_physical_count",
+                )
+            rank = _rank_of(rec, fsrc, i)
+            folded = np.bincount((codes_base + p2l).ravel(), weights=c.ravel(), minlength=H * E)
+            counts[rank] = counts.get(rank, 0) + folded.reshape(H, E)
+        R = max(counts) + 1
+        by_rank = np.zeros((R, H, E), dtype=np.int64)
+        for rank, c in counts.items():
+            by_rank[rank] = np.round(c).astype(np.int64)
+        return count_trace(
+            by_rank,
+            model=spec,
+            top_k=top_k,
+            first_moe_layer=first_moe_layer,
+            source=src,
+            field="records.global_physical_count",
+            name=name,
+            metadata={"format": "sglang-dump", "mode": "per_pass", "files": len(loaded)},
+        )
+    chunks, origins = [], []
+    for fsrc, i, rec, p2l in recs:
+        field = f"records[{i}].topk_ids_of_layer"
+        ids = as_int_array(rec["topk_ids_of_layer"], fsrc, field, (3,), "[num_hidden_layers, tokens, slots]")
+        if ids.shape[0] != H:
+            raise input_error(f"has {ids.shape[0]} layers, the map has {H}", fsrc, field)
+        if ids.min() < -1 or ids.max() >= P:
+            bad = np.argwhere((ids < -1) | (ids >= P))[0]
+            raise input_error(
+                f"physical id {int(ids[tuple(bad)])} at layer {bad[0]}, token {bad[1]} is outside "
+                f"[0, {P}) (-1 = no choice)",
+                fsrc,
+                field,
+            )
+        logical = np.where(ids >= 0, p2l[np.arange(H)[:, None, None], np.maximum(ids, 0)], -1)
+        chunks.append(logical)
+        origins.append(np.full(ids.shape[1], _rank_of(rec, fsrc, i), dtype=np.int32))
+    width = max(c.shape[2] for c in chunks)
+    logical = np.concatenate(
+        [np.pad(c, ((0, 0), (0, 0), (0, width - c.shape[2])), constant_values=-1) for c in chunks], axis=1
+    )  # [H, tokens, slots]
+    origin = np.concatenate(origins)
+    first, L = moe_layer_window(
+        (logical >= 0).any(axis=(1, 2)), spec, first_moe_layer, src, "records.topk_ids_of_layer"
+    )
+    ex = logical[first : first + L].transpose(1, 0, 2)  # [tokens, L, slots]
+    chosen = (ex >= 0).sum(axis=2)  # [tokens, L]
+    keep = chosen.any(axis=1)
+    ex, chosen, origin = ex[keep], chosen[keep], origin[keep]
+    if ex.shape[0] == 0:
+        raise input_error("no token chose an expert in the MoE layers", src, "records.topk_ids_of_layer")
+    k = int(chosen.max())
+    if spec is not None:
+        k = spec.top_k
+    elif top_k is not None:
+        k = positive_int(top_k, src, "top_k")
+    bad = np.argwhere((chosen != k) | (ex[:, :, :k] < 0).any(axis=2))
+    if bad.size:
+        t, layer = (int(v) for v in bad[0])
+        raise input_error(
+            f"token {t} chose {int(chosen[t, layer])} experts at MoE layer {layer}, expected top_k={k} "
+            "in the first columns",
+            src,
+            "records.topk_ids_of_layer",
+        )
+    if spec is None:
+        spec = ModelSpec(name, num_layers=L, num_experts=E, top_k=k, first_moe_layer=first)
+    experts = ex[:, :, :k]
+    meta = {
+        "format": "sglang-dump",
+        "mode": "per_token",
+        "files": len(loaded),
+        "first_moe_layer": first,
+        "hidden_layers": H,
+        "dropped_tokens": int((~keep).sum()),
+    }
+    return Trace.from_tokens(
+        spec, experts, origin=origin, num_ranks=int(origin.max()) + 1, source=src, metadata=meta
+    )

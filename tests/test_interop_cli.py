@@ -1,0 +1,115 @@
+"""``placement export``, ``placement import`` and ``placement plot`` through the installed script."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from placement import Placement, load_placement
+from placement.trace import ModelSpec, Trace, save_trace
+
+SCRIPT = shutil.which("placement")
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    cmd = [SCRIPT, *args] if SCRIPT else [sys.executable, "-m", "placement", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("interop_cli")
+    rng = np.random.default_rng(0)
+    spec = ModelSpec("cli", num_layers=3, num_experts=8, top_k=2)
+    ex = np.argsort(rng.random((200, 3, 8)), axis=2)[:, :, :2]
+    save_trace(Trace.from_tokens(spec, ex, origin=rng.integers(0, 8, 200), num_ranks=8), d / "t.npz")
+    r = run("solve", "--trace", str(d / "t.npz"), "--topology", "fat-tree:2x4", "--method", "eplb", "--quiet",
+            "--out", str(d / "p.json"))
+    assert r.returncode == 0, r.stderr
+    Placement.from_assignment(np.array([[0, 0, 0, 1]]), num_gpus=2).save(d / "holes.json")
+    return d
+
+
+@pytest.mark.parametrize("fmt, suffix, extra", [
+    ("sglang-json", ".json", ["--num-hidden-layers", "5", "--first-moe-layer", "1"]),
+    ("trtllm-yaml", ".yaml", ["--first-moe-layer", "1"]),
+])
+def test_export_then_import_round_trips(tmp_path, files, fmt, suffix, extra):
+    out = tmp_path / f"x{suffix}"
+    r = run("export", "--placement", str(files / "p.json"), "--format", fmt, "--out", str(out), *extra)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout.startswith(f"wrote {out} ({fmt})")
+    back = tmp_path / "back.json"
+    read = ["--num-gpus", "8", "--first-moe-layer", "1", "--num-moe-layers", "3"] if "sglang" in fmt else []
+    r = run("import", "--format", fmt, str(out), "--out", str(back), *read)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert load_placement(back).same_as(load_placement(files / "p.json"))
+
+
+def test_export_bad_input_exits_2_without_a_file(tmp_path, files):
+    out = tmp_path / "loc.json"
+    r = run("export", "--placement", str(files / "holes.json"), "--format", "sglang-json", "--out", str(out))
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"{out}: field 'slots':" in r.stderr and "empty slot" in r.stderr
+    r = run("export", "--placement", str(files / "p.json"), "--format", "eplb-pt",
+            "--out", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "unsupported extension '.json'" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_import_stat_dump_and_solve(tmp_path):
+    torch = pytest.importorskip("torch")
+    counts = np.zeros((4, 8), dtype=np.int64)
+    counts[1:] = np.arange(1, 9)  # hidden layer 0 is dense
+    dump = tmp_path / "expert_distribution_recorder_1.0.pt"
+    torch.save({"rank": 0, "logical_count": torch.from_numpy(np.stack([counts, counts]))}, dump)
+    out = tmp_path / "load.npz"
+    r = run("import", "--format", "sglang-dump", str(dump), "--out", str(out))
+    assert r.returncode == 2 and "field 'top_k'" in r.stderr and not out.exists()
+    r = run("import", "--format", "sglang-dump", str(dump), "--top-k", "2", "--out", str(out))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "counts trace, counts [3, 8], 3 MoE layers x 8 experts, top-2" in r.stdout
+    assert "(MoE layers from hidden layer 1)" in r.stdout
+    r = run("solve", "--trace", str(out), "--topology", "fat-tree:2x4", "--method", "eplb", "--quiet")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = run("solve", "--trace", str(out), "--topology", "fat-tree:2x4", "--method", "exflow", "--quiet")
+    assert r.returncode == 2 and "needs a per-token trace" in r.stderr
+
+
+def test_plots(tmp_path, files):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    trace, plc = str(files / "t.npz"), str(files / "p.json")
+    r = run("plot", "map", "--placement", plc, "--trace", trace, "--layer", "0",
+            "--out", str(tmp_path / "m.png"))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = run("plot", "traffic", "--placement", plc, "--trace", trace, "--topology", "fat-tree:2x4",
+            "--out", str(tmp_path / "t.png"))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = run("compare", "--trace", trace, "--topology", "fat-tree:2x4", "--methods", "round_robin,eplb",
+            "--out", str(tmp_path / "cmp.csv"))
+    assert r.returncode == 0, r.stderr
+    r = run("plot", "tiers", "--table", str(tmp_path / "cmp.csv"), "--out", str(tmp_path / "tiers.png"))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    (tmp_path / "bench.csv").write_text("method,size,time_s\na,8,0.1\na,64,0.9\nb,8,0.2\nb,64,3.0\n")
+    r = run("plot", "solve-time", "--table", str(tmp_path / "bench.csv"), "--out", str(tmp_path / "s.svg"))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    for name in ("m.png", "t.png", "tiers.png"):
+        img = imread(tmp_path / name)
+        assert img.shape[0] >= 200 and img.shape[1] >= 300
+        assert len(np.unique(img.reshape(-1, img.shape[-1]), axis=0)) > 10  # not one colour
+    assert "<svg" in (tmp_path / "s.svg").read_text()
+    r = run("plot", "solve-time", "--table", str(tmp_path / "bench.csv"), "--time-column", "secs",
+            "--out", str(tmp_path / "bad.png"))
+    assert r.returncode == 2 and "no column 'secs'" in r.stderr and not (tmp_path / "bad.png").exists()
+
+
+@pytest.mark.parametrize("command", [["export"], ["import"], ["plot", "map"]])
+def test_help_has_examples(command):
+    r = run(*command, "--help")
+    assert r.returncode == 0 and "examples:" in r.stdout and r.stderr == ""
