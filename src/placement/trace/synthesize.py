@@ -35,7 +35,8 @@ calibrated on the realised load, not on ``p``.
 
 **Gate weights.**  ``float32 [tokens, layers, k]``: a softmax over ``k`` logits whose
 gaps between consecutive slots are exponential with mean ``gate_gap``, so slot 0 holds
-the largest weight, weights decrease along the slots and each row sums to 1.
+the largest weight, weights decrease along the slots and each row sums to 1 (each
+(token, layer) picks one of 65,536 such vectors drawn from the seed).
 
 Everything is vectorised over blocks of tokens; 1 M tokens of DeepSeek-V3
 (58 layers, top-8) take seconds (``benchmarks/bench_synthesize.py``).
@@ -52,6 +53,8 @@ True
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,14 +75,20 @@ __all__ = [
 #: version of the generative model, stored in each trace's metadata
 GENERATOR_VERSION = 1
 #: latent positions are integers in [0, _CELLS): each layer's expert intervals are runs of cells
-_CELLS_BITS = 16
-_CELLS = 1 << _CELLS_BITS
-#: cells of the per-group lookup tables used to redraw a slot inside a given group
-_GROUP_CELLS = 1 << 12
+_CELLS = 1 << 16
+#: cells of the per-group lookup tables used to redraw a slot inside a group
+_GROUP_BITS = 12
+_GROUP_CELLS = 1 << _GROUP_BITS
+#: most expert groups the group-limited sampler handles (its lookup table has 2**groups rows)
+_MAX_GROUPS = 10
+#: default cap on generator threads
+_MAX_WORKERS = 4
+#: distinct gate-weight vectors a trace draws from
+_GATE_ROWS = 1 << 16
 #: tokens generated together (a block's random streams depend on the seed and block index only)
 _BLOCK = 1 << 15
-#: redraw rounds before the exact (slow, per-token) fallback resolves what is left
-_MAX_ROUNDS = 12
+#: rejection rounds before the exact draw (over all experts) resolves the few slots left
+_MAX_ROUNDS = 8
 
 
 @dataclass(frozen=True)
@@ -111,8 +120,8 @@ class SynthPreset:
 
 
 # DeepSeek-V3 calibration (tests/test_synthesize.py checks it; docs/synthetic-traces.md has the table).
-_DSV3_SKEW = 0.75
-_DSV3_SPREAD = 0.08
+_DSV3_SKEW = 0.78
+_DSV3_SPREAD = 0.12
 _DSV3 = dict(num_layers=58, num_experts=256, top_k=8, num_shared_experts=1, num_groups=8, topk_groups=4,
              first_moe_layer=3)
 _FINE_NOTE = ("skew and skew_spread reuse the DeepSeek-V3 calibration (same per-expert log-popularity "
@@ -121,9 +130,9 @@ _FINE_NOTE = ("skew and skew_spread reuse the DeepSeek-V3 calibration (same per-
 MODEL_PRESETS: dict[str, SynthPreset] = {
     "mixtral-8x7b": SynthPreset(
         ModelSpec("mixtral-8x7b", num_layers=32, num_experts=8, top_k=2),
-        skew=0.35, skew_spread=0.3, affinity=0.6, gate_gap=1.0,
-        note="affinity set so a good 4-/8-GPU placement keeps about as many layer boundaries on one GPU as "
-             "ExFlow reports (43.6 % / 28.5 %); skew is a guess for a coarse-grained, well-balanced model"),
+        skew=0.35, skew_spread=0.3, affinity=0.4, gate_gap=1.0,
+        note="affinity set so that a greedy 4-/8-GPU placement keeps more top-1 layer boundaries on one "
+             "GPU (47 % / 36 %) than ExFlow reports (43.6 % / 28.5 %); skew is a guess"),
     "deepseekmoe-16b": SynthPreset(
         ModelSpec("deepseekmoe-16b", num_layers=27, num_experts=64, top_k=6, num_shared_experts=2,
                   first_moe_layer=1),
@@ -249,8 +258,8 @@ def _resolve(model: str | ModelSpec) -> tuple[ModelSpec, SynthPreset | None]:
     if isinstance(model, str):
         preset = MODEL_PRESETS.get(model.lower())
         if preset is None:
-            raise input_error(f"unknown model preset {model!r}; choose one of {sorted(MODEL_PRESETS)} or pass "
-                              "a ModelSpec", "synthesize", "model")
+            raise input_error(f"unknown model preset {model!r}; choose one of {sorted(MODEL_PRESETS)} or "
+                              "pass a ModelSpec", "synthesize", "model")
         return preset.spec, preset
     raise input_error(f"model must be a preset name or a ModelSpec, got {type(model).__name__}", "synthesize",
                       "model")
@@ -290,7 +299,10 @@ def _popularity(rng: np.random.Generator, spec: ModelSpec, skew: float, spread: 
 
 
 def _cells(p: np.ndarray, total: int) -> np.ndarray:
-    """Integer cells ``int64 [E]`` proportional to ``p``, each >= 1, summing to ``total`` (largest remainder)."""
+    """Integer cells ``int64 [E]`` proportional to ``p``, each >= 1, summing to ``total``.
+
+    Largest-remainder rounding; the minimum of one cell keeps every expert reachable.
+    """
     raw = p * total
     c = np.maximum(np.floor(raw).astype(np.int64), 1)
     diff = total - int(c.sum())
@@ -307,16 +319,17 @@ def _cells(p: np.ndarray, total: int) -> np.ndarray:
 class _Layer:
     """Lookup tables of one layer (built once per trace)."""
 
-    table: np.ndarray  # int16/int32 [_CELLS]: expert at each latent position
+    table: np.ndarray  # int16/int32 [_CELLS]: expert at each latent position (the layer's layout)
     start: np.ndarray  # int64 [E]: first cell of each expert's interval
-    cells: np.ndarray  # int64 [E]: cells of each expert's interval
-    group_table: np.ndarray | None  # [groups, _GROUP_CELLS]: expert at each within-group position
-    group_mass: np.ndarray | None  # float64 [groups]
+    cells: np.ndarray  # int64 [E]: cells of each expert's interval (its quantised popularity)
+    start16: np.ndarray  # uint16 [E]: ``start`` (positions are uint16)
+    cells32: np.ndarray  # uint32 [E]: ``cells``
+    group_table: np.ndarray | None  # flat [groups * _GROUP_CELLS]: expert at each position inside a group
+    group_choice: np.ndarray | None  # uint8 flat [2**groups * 256]: a group of each mask per 8-bit draw
 
 
 def _build_layers(rng: np.random.Generator, spec: ModelSpec, p: np.ndarray, id_dtype: type) -> list[_Layer]:
     E, G = spec.num_experts, spec.num_groups
-    grouped = spec.topk_groups is not None and G > 1
     out = []
     for layer in range(spec.num_layers):
         order = rng.permutation(E)
@@ -324,28 +337,24 @@ def _build_layers(rng: np.random.Generator, spec: ModelSpec, p: np.ndarray, id_d
         table = np.repeat(order.astype(id_dtype), cells[order])
         start = np.empty(E, dtype=np.int64)
         start[order] = np.cumsum(cells[order]) - cells[order]
-        gtab = gmass = None
-        if grouped:
+        gtab = gchoice = None
+        if spec.topk_groups is not None and 1 < G:
             P = E // G
-            pg = p[layer].reshape(G, P)
+            pg = (cells / _CELLS).reshape(G, P)
             gmass = pg.sum(axis=1)
-            gtab = np.stack([np.repeat(np.arange(g * P, (g + 1) * P, dtype=id_dtype),
-                                       _cells(pg[g] / gmass[g], _GROUP_CELLS)) for g in range(G)])
-        out.append(_Layer(table, start, cells, gtab, gmass))
+            gtab = np.concatenate([np.repeat(np.arange(g * P, (g + 1) * P, dtype=id_dtype),
+                                             _cells(pg[g] / gmass[g], _GROUP_CELLS)) for g in range(G)])
+            # group_choice[mask, r]: for a token allowed the groups in bit mask `mask`, the group an
+            # 8-bit uniform r selects, each allowed group in proportion to its popularity
+            member = (np.arange(1 << G)[:, None] >> np.arange(G)[None, :]) & 1  # [2**G, G]
+            cum = np.cumsum(member * gmass[None, :], axis=1)
+            frac = cum / np.maximum(cum[:, -1:], 1e-300)
+            x = (np.arange(256) + 0.5) / 256
+            choice = (frac[:, None, :] <= x[None, :, None]).sum(axis=2)  # [2**G, 256]
+            gchoice = np.minimum(choice, G - 1).astype(np.uint8).ravel()
+        out.append(_Layer(table, start, cells, start.astype(np.uint16), cells.astype(np.uint32), gtab,
+                          gchoice))
     return out
-
-
-def _later_duplicates(e: np.ndarray) -> np.ndarray:
-    """``bool [k, n]``: slot ``j`` of token ``t`` repeats an id of an earlier slot (``e`` is ``[k, n]``)."""
-    k = e.shape[0]
-    bad = np.zeros(e.shape, dtype=bool)
-    tmp = np.empty(e.shape[1], dtype=bool)
-    for j in range(1, k):
-        row = bad[j]
-        for i in range(j):
-            np.equal(e[j], e[i], out=tmp)
-            row |= tmp
-    return bad
 
 
 def _bit_dtype(G: int) -> type:
@@ -356,149 +365,139 @@ def _bit_dtype(G: int) -> type:
                       "model.num_groups")
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x)
-    count = np.zeros(x.shape, dtype=np.uint8)
-    y = x.copy()
-    while y.any():
-        count += (y & 1).astype(np.uint8)
-        y >>= 1
-    return count
+def _later_duplicates(e: np.ndarray) -> np.ndarray:
+    """``bool [k, n]``: slot ``j`` of token ``t`` repeats the id of an earlier slot (``e`` is ``[k, n]``)."""
+    bad = np.zeros(e.shape, dtype=bool)
+    tmp = np.empty(e.shape[1], dtype=bool)
+    for j in range(1, e.shape[0]):
+        row = bad[j]
+        for i in range(j):
+            np.equal(e[j], e[i], out=tmp)
+            row |= tmp
+    return bad
 
 
 class _BlockSampler:
-    """Generates the ``[k, n]`` expert ids of one block of tokens, layer after layer."""
+    """Generates the expert ids ``[k, width]`` (slot-major) of one block of tokens, layer after layer.
+
+    Per layer: every slot takes the expert at its latent position; with group-limited
+    routing the token keeps the first ``topk_groups`` distinct groups in slot order and
+    marks the slots outside them; later duplicates are marked too.  Marked slots are
+    redrawn from the layer's popularity restricted to the token's kept groups (a group in
+    proportion to its popularity, then an expert inside it), their latent positions moved
+    into the new expert's interval.  Duplicates created by a redraw are redrawn again;
+    after ``_MAX_ROUNDS`` rounds the few left are drawn exactly from the acceptable experts.
+    ``width`` is a power of two (>= the block's tokens) so flat indices split with a mask.
+    """
 
     def __init__(self, spec: ModelSpec, layers: list[_Layer], affinity: float, rng: np.random.Generator,
-                 n: int) -> None:
+                 width: int) -> None:
         self.spec = spec
         self.layers = layers
         self.rng = rng
-        self.n = n
+        self.width = width
+        self.shift = width.bit_length() - 1
         self.keep_threshold = int(round(affinity * 65536))
-        self.grouped = spec.topk_groups is not None and spec.num_groups > 1
-        self.pos: np.ndarray | None = None  # uint16/uint32 [k, n] latent positions
+        G, limit = spec.num_groups, spec.topk_groups
+        self.grouped = limit is not None and 1 < G and limit < G and spec.top_k > limit
+        self.pos: np.ndarray | None = None  # uint16 [k, width] latent positions
+        if self.grouped:
+            assert limit is not None
+            bdt = _bit_dtype(G)
+            group_of = np.arange(spec.num_experts) // (spec.num_experts // G)
+            self.group_bit = np.left_shift(bdt(1), group_of.astype(bdt))  # [E]
+            self.bit_dtype = bdt
+            self.limit = limit
 
-    # -- helpers on flat slot indices (slot-major: index = slot * n + token)
-    def _place(self, lay: _Layer, e: np.ndarray) -> np.ndarray:
-        """A uniform latent position inside each expert's interval (``e`` flat ids)."""
-        c = lay.cells[e]
-        r = self.rng.integers(0, 1 << 30, size=e.size, dtype=np.int64)
-        return (lay.start[e] + r % c).astype(self.pos.dtype)
+    def _raw16(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Uniform ``uint16`` of ``shape``, four per raw 64-bit output of the bit generator (fast).
 
-    def _redraw_in_group(self, lay: _Layer, groups: np.ndarray) -> np.ndarray:
-        assert lay.group_table is not None
-        r = self.rng.integers(0, _GROUP_CELLS, size=groups.size, dtype=np.int64)
-        return lay.group_table[groups, r]
+        The words are split little-endian whatever the machine, so traces are portable.
+        """
+        size = int(np.prod(shape))
+        raw = self.rng.bit_generator.random_raw((size + 3) // 4).astype("<u8", copy=False)
+        return raw.view("<u2")[:size].reshape(shape)
 
     def layer(self, li: int) -> np.ndarray:
-        spec, lay, rng, n = self.spec, self.layers[li], self.rng, self.n
-        k = spec.top_k
-        pos_dtype = np.uint16 if _CELLS_BITS <= 16 else np.uint32
-        fresh = rng.integers(0, _CELLS, size=(k, n), dtype=pos_dtype)
+        """Expert ids ``[k, width]`` of layer ``li`` (call the layers in order)."""
+        lay, k = self.layers[li], self.spec.top_k
+        draws = self._raw16((2, k, self.width))
+        fresh = draws[0]
         if self.pos is None or self.keep_threshold == 0:
             self.pos = fresh
         elif self.keep_threshold < 65536:
-            keep = rng.integers(0, 65536, size=(k, n), dtype=np.uint16) < self.keep_threshold
-            np.copyto(fresh, self.pos, where=keep)
-            self.pos = fresh
+            # keep the old position where draws[1] < threshold: a branch-free bit select
+            mask = (draws[1] < self.keep_threshold).view(np.uint8).astype(np.uint16)
+            mask *= np.uint16(0xFFFF)
+            self.pos = fresh ^ ((fresh ^ self.pos) & mask)
         e = np.take(lay.table, self.pos)
         if k == 1:
             return e
-        if self.grouped:
-            self._fix_groups(lay, e)
-        self._fix_duplicates(lay, e)
+        bad = _later_duplicates(e)
+        allowed = self._limit_groups(e, bad) if self.grouped else None
+        flat = np.flatnonzero(bad)
+        for _ in range(_MAX_ROUNDS):
+            if flat.size == 0:
+                return e
+            self._redraw(lay, e, flat, allowed)
+            if flat.size * 8 > self.width:  # many tokens touched: rescan the block
+                flat = np.flatnonzero(_later_duplicates(e))
+            else:  # a few: rescan only their tokens
+                tokens = np.unique(flat & (self.width - 1))
+                sub = np.flatnonzero(_later_duplicates(e[:, tokens]))
+                flat = ((sub // tokens.size) << self.shift) | tokens[sub % tokens.size]
+        if flat.size:
+            self._exact(lay, e, flat, allowed)
         return e
 
-    def _fix_groups(self, lay: _Layer, e: np.ndarray) -> None:
-        """Redraw the slots outside each token's ``topk_groups`` busiest groups (in place)."""
-        spec, rng, n = self.spec, self.rng, self.n
-        k, G, keep_groups = spec.top_k, spec.num_groups, spec.topk_groups
-        assert keep_groups is not None and lay.group_mass is not None and lay.group_table is not None
-        P = spec.num_experts // G
-        g = (e // P).astype(np.int16)
-        bdt = _bit_dtype(G)
-        bits = np.left_shift(bdt(1), g.astype(bdt))
-        used = np.bitwise_or.reduce(bits, axis=0)
-        viol = np.flatnonzero(_popcount(used) > keep_groups)
-        if viol.size == 0:
+    def _limit_groups(self, e: np.ndarray, bad: np.ndarray) -> np.ndarray:
+        """Keep each token's first ``topk_groups`` groups in slot order; mark slots outside them."""
+        bits = np.take(self.group_bit, e)  # [k, width]
+        allowed = bits[0].copy()
+        count = np.ones(self.width, dtype=np.uint8)
+        for j in range(1, e.shape[0]):
+            new = (allowed & bits[j]) == 0
+            take = new & (count < self.limit)
+            count += take
+            allowed |= bits[j] * take
+            bad[j] |= new ^ take
+        return allowed
+
+    def _redraw(self, lay: _Layer, e: np.ndarray, flat: np.ndarray, allowed: np.ndarray | None) -> None:
+        """New experts for the flat slot indices ``flat`` (``slot * width + token``) in ``allowed`` groups."""
+        r = self._raw16((3, flat.size))
+        if allowed is None:
+            e.ravel()[flat] = lay.table[r[0]]
+            self.pos.ravel()[flat] = r[0]
             return
-        nv = viol.size
-        gv = g[:, viol]  # [k, nv]
-        counts = np.bincount((gv + (np.arange(nv, dtype=np.int64) * G)[None, :]).ravel(),
-                             minlength=nv * G).reshape(nv, G)
-        h = np.arange(G, dtype=np.int64)[None, :]
-        rot = rng.integers(0, G, size=(nv, 1), dtype=np.int64)
-        key = (counts * 2 + (h == gv[0][:, None])) * G + (h + rot) % G
-        key.sort(axis=1)
-        chosen = (key[:, G - keep_groups:] % G - rot) % G  # [nv, keep_groups] allowed groups
-        allowed = np.bitwise_or.reduce(np.left_shift(bdt(1), chosen.astype(bdt)), axis=1)
-        bad = (bits[:, viol] & allowed[None, :]) == 0  # [k, nv]
-        slot, col = np.nonzero(bad)
-        # a group for each bad slot among its token's allowed groups, in proportion to the group's popularity
-        cum = np.cumsum(lay.group_mass[chosen], axis=1)  # [nv, keep_groups]
-        r = rng.random(slot.size) * cum[col, -1]
-        which = (r[:, None] >= cum[col]).sum(axis=1).clip(max=keep_groups - 1)
-        new_groups = chosen[col, which]
-        flat = slot * n + viol[col]
-        new_e = self._redraw_in_group(lay, new_groups)
-        e.ravel()[flat] = new_e
-        self.pos.ravel()[flat] = self._place(lay, new_e)
+        assert lay.group_table is not None and lay.group_choice is not None
+        tok = flat & (self.width - 1)
+        masks = allowed[tok].astype(np.intp)
+        group = lay.group_choice[(masks << 8) | (r[0] >> 8)]  # a kept group, by popularity
+        cand = lay.group_table[(group.astype(np.intp) << _GROUP_BITS) | (r[1] & (_GROUP_CELLS - 1))]
+        e.ravel()[flat] = cand
+        within = (r[2].astype(np.uint32) * lay.cells32[cand]) >> 16  # uniform in [0, cells)
+        self.pos.ravel()[flat] = lay.start16[cand] + within
 
-    def _fix_duplicates(self, lay: _Layer, e: np.ndarray) -> None:
-        """Redraw later duplicates until each token's ids are distinct (in place)."""
-        spec, n = self.spec, self.n
-        P = spec.num_experts // spec.num_groups if self.grouped else 0
-        cols = None  # None = all tokens
-        for _ in range(_MAX_ROUNDS):
-            sub = e if cols is None else e[:, cols]
-            bad = _later_duplicates(sub)
-            slot, c = np.nonzero(bad)
-            if slot.size == 0:
-                return
-            tok = c if cols is None else cols[c]
-            flat = slot * n + tok
-            old = e.ravel()[flat]
-            if self.grouped:
-                new_e = self._redraw_in_group(lay, old // P)  # stay inside the duplicate's group
-                self.pos.ravel()[flat] = self._place(lay, new_e)
-            else:
-                new_pos = self.rng.integers(0, _CELLS, size=flat.size, dtype=self.pos.dtype)
-                self.pos.ravel()[flat] = new_pos
-                new_e = lay.table[new_pos]
-            e.ravel()[flat] = new_e
-            cols = np.unique(tok)
-        self._exact_fix(lay, e, cols)
-
-    def _exact_fix(self, lay: _Layer, e: np.ndarray, cols: np.ndarray | None) -> None:
-        """Per-token fallback: replace each later duplicate by the most popular unused allowed expert."""
-        spec, n = self.spec, self.n
-        E, G = spec.num_experts, spec.num_groups
-        P = E // G
-        by_popularity = np.argsort(-lay.cells, kind="stable")
-        check = np.arange(n) if cols is None else cols
-        bad = _later_duplicates(e[:, check])
-        for c in np.flatnonzero(bad.any(axis=0)):
-            t = int(check[c])
-            ids = e[:, t]
-            seen: set[int] = set()
-            dup_slots = []
-            for j, x in enumerate(ids.tolist()):
-                if x in seen:
-                    dup_slots.append(j)
-                seen.add(x)
-            groups = {x // P for x in seen} if self.grouped else None
-            for j in dup_slots:
-                for cand in by_popularity.tolist():
-                    if cand not in seen and (groups is None or cand // P in groups
-                                             or len(groups) < (spec.topk_groups or G)):
-                        seen.add(cand)
-                        if groups is not None:
-                            groups.add(cand // P)
-                        e[j, t] = cand
-                        self.pos[j, t] = lay.start[cand]
-                        break
+    def _exact(self, lay: _Layer, e: np.ndarray, flat: np.ndarray, allowed: np.ndarray | None) -> None:
+        """Draw the few slots left exactly from the popularity of the experts they may take."""
+        E = self.spec.num_experts
+        for f in flat.tolist():  # one at a time: two slots of one token interact
+            s, t = f >> self.shift, f & (self.width - 1)
+            ok = np.ones(E, dtype=bool)
+            ok[np.delete(e[:, t], s)] = False
+            if allowed is not None:
+                in_kept = ok & ((self.group_bit & allowed[t]) != 0)
+                # the kept groups can be exhausted when groups are smaller than k; the token then
+                # has fewer than topk_groups groups (the spec guarantees room) and may open another
+                if in_kept.any():
+                    ok = in_kept
+            cum = np.cumsum(lay.cells * ok)
+            cand = int(np.searchsorted(cum, self.rng.integers(0, cum[-1]), side="right"))
+            e[s, t] = cand
+            self.pos[s, t] = lay.start[cand]
+            if allowed is not None:
+                allowed[t] |= self.group_bit[cand]
 
 
 def synthesize(
@@ -512,6 +511,7 @@ def synthesize(
     num_ranks: int | None = None,
     weights: bool = True,
     gate_gap: float | None = None,
+    workers: int | None = None,
 ) -> Trace:
     """Generate a synthetic token trace (see the module docstring for the generative model).
 
@@ -544,6 +544,9 @@ def synthesize(
     gate_gap:
         Mean logit gap between consecutive slots of the gate weights (larger = top-1
         weight dominates).  ``None``: the preset's value.
+    workers:
+        Threads generating blocks of tokens in parallel (``None``: up to 4, one per CPU).
+        The trace does not depend on it.
 
     Returns
     -------
@@ -561,10 +564,10 @@ def synthesize(
     >>> t = synthesize("deepseek-v3", 256, seed=0, num_ranks=32, weights=False)
     >>> t.experts.shape, t.num_ranks, t.origin[:10].tolist()
     ((256, 58, 8), 32, [0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
-    >>> synthesize("deepseek-v3", 10, affinity=1.5)
+    >>> synthesize("deepseek-v3", 10, affinity=1.5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    placement.errors.PlacementInputError: synthesize: field 'affinity': must be a finite number [0, 1], got 1.5
+    placement.errors.PlacementInputError: synthesize: field 'affinity': must be a finite number [0, 1], ...
     """
     spec, preset = _resolve(model)
     if isinstance(num_tokens, bool) or not isinstance(num_tokens, (int, np.integer)) or num_tokens < 1:
@@ -578,14 +581,20 @@ def synthesize(
         preset.skew_spread if preset and skew_spread is None
         else DEFAULT_SKEW_SPREAD if skew_spread is None else skew_spread, "skew_spread", 0.0, 5.0)
     affinity = _check_real(
-        preset.affinity if preset and affinity is None else DEFAULT_AFFINITY if affinity is None else affinity,
-        "affinity", 0.0, 1.0)
+        preset.affinity if preset and affinity is None
+        else DEFAULT_AFFINITY if affinity is None else affinity, "affinity", 0.0, 1.0)
     gate_gap = _check_real(
-        preset.gate_gap if preset and gate_gap is None else DEFAULT_GATE_GAP if gate_gap is None else gate_gap,
-        "gate_gap", 0.0, 100.0)
+        preset.gate_gap if preset and gate_gap is None
+        else DEFAULT_GATE_GAP if gate_gap is None else gate_gap, "gate_gap", 0.0, 100.0)
     if num_ranks is not None and (isinstance(num_ranks, bool) or not isinstance(num_ranks, (int, np.integer))
                                   or num_ranks < 1):
         raise input_error(f"must be a positive integer or None, got {num_ranks!r}", "synthesize", "num_ranks")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
+                                or workers < 1):
+        raise input_error(f"must be a positive integer or None, got {workers!r}", "synthesize", "workers")
+    if spec.topk_groups is not None and spec.num_groups > _MAX_GROUPS:
+        raise input_error(f"group-limited routing is generated for at most {_MAX_GROUPS} groups, got "
+                          f"num_groups={spec.num_groups}", "synthesize", "model.num_groups")
     if spec.num_experts > _CELLS:
         raise input_error(f"at most {_CELLS} experts per layer are supported, got {spec.num_experts}",
                           "synthesize", "model.num_experts")
@@ -598,14 +607,30 @@ def synthesize(
 
     experts = np.empty((n, L, k), dtype=id_dtype)
     w = np.empty((n, L, k), dtype=np.float32) if weights else None
-    for b, start in enumerate(range(0, n, _BLOCK)):
-        stop = min(n, start + _BLOCK)
+    gate = _gate_table(model_rng, k, gate_gap) if weights else None
+
+    def block(b: int) -> None:
+        start, stop = b * _BLOCK, min(n, (b + 1) * _BLOCK)
         rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence([seed, 1, b])))
-        sampler = _BlockSampler(spec, layers, affinity, rng, stop - start)
+        width = 1 << max(0, (stop - start - 1).bit_length())  # a power of two >= the block's tokens
+        sampler = _BlockSampler(spec, layers, affinity, rng, width)
         for li in range(L):
-            experts[start:stop, li, :] = sampler.layer(li).T
-        if w is not None:
-            w[start:stop] = _gate_weights(rng, (stop - start, L, k), gate_gap)
+            experts[start:stop, li, :] = sampler.layer(li)[:, :stop - start].T
+        if w is not None and gate is not None:
+            rows = sampler._raw16(((stop - start) * L,))
+            np.take(gate, rows, axis=0, out=w[start:stop].reshape(-1, k))
+
+    blocks = range((n + _BLOCK - 1) // _BLOCK)
+    if workers is None:
+        workers = min(_MAX_WORKERS, os.cpu_count() or 1)
+    if workers > 1 and len(blocks) > 1:
+        # numpy releases the GIL inside its kernels; blocks own their random streams and output rows,
+        # so the result does not depend on the number of workers
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(block, blocks))
+    else:
+        for b in blocks:
+            block(b)
 
     origin = None
     if num_ranks is not None:
@@ -619,15 +644,15 @@ def synthesize(
                              source=f"synthesize({spec.name})", metadata=metadata)
 
 
-def _gate_weights(rng: np.random.Generator, shape: tuple[int, int, int], gap: float) -> np.ndarray:
-    """``float32 shape``: softmax of decreasing logits with exponential gaps of mean ``gap``."""
-    n, L, k = shape
-    logits = np.zeros(shape, dtype=np.float32)
+def _gate_table(rng: np.random.Generator, k: int, gap: float) -> np.ndarray:
+    """``float32 [_GATE_ROWS, k]`` weight vectors: softmax of decreasing logits with exponential gaps.
+
+    Logit ``j`` is ``-(d_1 + ... + d_j)`` with ``d_i`` exponential of mean ``gap``; each
+    (token, layer) takes one row at random, which is far cheaper than drawing ``k``
+    exponentials for each of a billion selections and just as plausible.
+    """
+    logits = np.zeros((_GATE_ROWS, k), dtype=np.float64)
     if k > 1 and gap > 0:
-        gaps = rng.standard_exponential((n, L, k - 1), dtype=np.float32)
-        gaps *= np.float32(gap)
-        np.cumsum(gaps, axis=2, out=gaps)
-        np.negative(gaps, out=logits[:, :, 1:])
-    np.exp(logits, out=logits)
-    logits /= logits.sum(axis=2, keepdims=True)
-    return logits
+        logits[:, 1:] = -np.cumsum(rng.standard_exponential((_GATE_ROWS, k - 1)) * gap, axis=1)
+    w = np.exp(logits)
+    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
