@@ -142,13 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_examples("placement trace synth --model deepseek-v3 --tokens 4096 --seed 0 --out ds.npz",
                          "placement trace synth --model mixtral-8x7b --tokens 10000 --affinity 0.8 --out mx.npz"),
     )
-    p.add_argument("--model", required=True, help="model preset (see `placement trace synth --list`)")
-    p.add_argument("--tokens", type=int, required=True, help="number of tokens")
+    p.add_argument("--model", help="model preset (see --list)")
+    p.add_argument("--list", action="store_true", help="list the model presets and exit")
+    p.add_argument("--tokens", type=int, help="number of tokens")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--skew", type=float, default=None, help="expert popularity skew (default: preset's)")
     p.add_argument("--affinity", type=float, default=None, help="inter-layer affinity in [0, 1] (default: preset's)")
     p.add_argument("--ranks", type=int, default=None, help="give tokens origin ranks 0..RANKS-1")
-    p.add_argument("--out", required=True, help="output file (.npz, .csv, .parquet; .npy for top-1 models)")
+    p.add_argument("--skew-spread", type=float, default=None, help="per-layer variation of the skew")
+    p.add_argument("--no-weights", action="store_true", help="do not generate gate weights")
+    p.add_argument("--out", help="output file (.npz, .csv, .parquet; .npy for top-1 models)")
     p = tsub.add_parser("info", help="describe a trace file", formatter_class=_Formatter,
                         epilog=_examples("placement trace info data/traces/deepseek-v3.npz"))
     p.add_argument("path", help="trace file")
@@ -324,12 +327,22 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     from ..trace import load_trace, save_trace
 
     if args.trace_command == "synth":
-        from ..trace.synthesize import synthesize
+        from ..trace.synthesize import MODEL_PRESETS, synthesize
+
+        if args.list:
+            for name, p in MODEL_PRESETS.items():
+                m = p.spec
+                _print(f"{name:<18} {m.num_layers} layers x {m.num_experts} experts, top-{m.top_k}, "
+                       f"skew {p.skew}, affinity {p.affinity}")
+            return 0
+        for flag in ("model", "tokens", "out"):
+            if getattr(args, flag) is None:
+                raise input_error(f"--{flag} is required (or use --list)", field=f"--{flag}")
 
         suffix = Path(args.out).suffix.lower()
         _check_out(args.out, (".npz", ".npy", ".csv", ".parquet"))
-        kwargs: dict[str, Any] = {"seed": args.seed}
-        for name in ("skew", "affinity"):
+        kwargs: dict[str, Any] = {"seed": args.seed, "weights": not args.no_weights}
+        for name in ("skew", "skew_spread", "affinity"):
             if getattr(args, name) is not None:
                 kwargs[name] = getattr(args, name)
         if args.ranks is not None:

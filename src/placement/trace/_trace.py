@@ -325,28 +325,7 @@ def _validate(trace: Trace) -> None:
         if ex.shape[1] != L or ex.shape[2] != k:
             raise input_error(f"shape {ex.shape} does not match [tokens, layers={L}, k={k}] from the model "
                               "metadata", src, "experts")
-        lo, hi = int(ex.min()), int(ex.max())
-        if lo < 0 or hi >= E:
-            bad = np.argwhere((ex < 0) | (ex >= E))[0]
-            raise input_error(f"expert id {int(ex[tuple(bad)])} at token {bad[0]}, layer {bad[1]}, slot "
-                              f"{bad[2]} is outside [0, {E}); check num_experts or the id base (0-based)",
-                              src, "experts")
-        if k > 1:
-            srt = np.sort(ex, axis=2)
-            dup = srt[:, :, 1:] == srt[:, :, :-1]
-            if dup.any():
-                t, layer, _ = np.argwhere(dup)[0]
-                twice = int(srt[t, layer][1:][dup[t, layer]][0])
-                raise input_error(f"token {t} at layer {layer} selects expert {twice}"
-                                  " twice in its top-k; each token's top-k ids must be distinct", src, "experts")
-        if spec.topk_groups is not None and spec.num_groups > 1:
-            groups = ex // (E // spec.num_groups)
-            gs = np.sort(groups, axis=2)
-            distinct = 1 + (gs[:, :, 1:] != gs[:, :, :-1]).sum(axis=2)
-            if (distinct > spec.topk_groups).any():
-                t, layer = np.argwhere(distinct > spec.topk_groups)[0]
-                raise input_error(f"token {t} at layer {layer} uses {int(distinct[t, layer])} expert groups, more "
-                                  f"than topk_groups={spec.topk_groups}", src, "experts")
+        _check_expert_ids(ex, spec, src)
         if trace.weights is not None:
             w = trace.weights
             if not isinstance(w, np.ndarray) or w.shape != ex.shape:
@@ -390,3 +369,58 @@ def _validate(trace: Trace) -> None:
         object.__setattr__(trace, "counts", c.astype(np.int64, copy=False))
         if c.ndim == 3:
             object.__setattr__(trace, "num_ranks", int(c.shape[0]))
+
+
+#: tokens per block when validating expert ids (bounded temporaries on million-token traces)
+_VALIDATE_BLOCK = 1 << 16
+
+
+def _check_expert_ids(ex: np.ndarray, spec: ModelSpec, src: str) -> None:
+    """Range, distinctness and group-limit checks of ``ex [tokens, layers, k]``, block by block.
+
+    Distinctness compares the ``k * (k - 1) / 2`` slot pairs directly and the group limit
+    counts set bits of a per-token group mask, so no block is ever sorted.
+    """
+    E, k = spec.num_experts, spec.top_k
+    grouped = spec.topk_groups is not None and spec.num_groups > 1
+    per_group = E // spec.num_groups
+    for start in range(0, ex.shape[0], _VALIDATE_BLOCK):
+        block = ex[start:start + _VALIDATE_BLOCK]
+        if int(block.min()) < 0 or int(block.max()) >= E:
+            t, layer, j = np.argwhere((block < 0) | (block >= E))[0]
+            raise input_error(f"expert id {int(block[t, layer, j])} at token {start + t}, layer {layer}, slot {j} "
+                              f"is outside [0, {E}); check num_experts or the id base (0-based)", src, "experts")
+        cols = [np.ascontiguousarray(block[:, :, j]) for j in range(k)]
+        for a in range(k):
+            for b in range(a + 1, k):
+                same = cols[a] == cols[b]
+                if same.any():
+                    t, layer = np.argwhere(same)[0]
+                    raise input_error(f"token {start + t} at layer {layer} selects expert {int(block[t, layer, a])} "
+                                      "twice in its top-k; each token's top-k ids must be distinct", src, "experts")
+        if grouped and spec.num_groups > 64:  # too many groups for a bit mask: sort the group ids
+            gs = np.sort(block // per_group, axis=2)
+            used = 1 + (gs[:, :, 1:] != gs[:, :, :-1]).sum(axis=2)
+        elif grouped:
+            mask = np.zeros(block.shape[:2], dtype=np.uint64)
+            one = np.uint64(1)
+            for col in cols:
+                mask |= np.left_shift(one, (col // per_group).astype(np.uint64))
+            used = _popcount(mask)
+        if grouped:
+            if (used > spec.topk_groups).any():
+                t, layer = np.argwhere(used > spec.topk_groups)[0]
+                raise input_error(f"token {start + t} at layer {layer} uses {int(used[t, layer])} expert groups, "
+                                  f"more than topk_groups={spec.topk_groups}", src, "experts")
+
+
+def _popcount(mask: np.ndarray) -> np.ndarray:
+    """Set bits of each ``uint64`` (``numpy.bitwise_count`` where numpy has it)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(mask)
+    used = np.zeros(mask.shape, dtype=np.int64)
+    bits = mask.copy()
+    while bits.any():
+        used += (bits & np.uint64(1)).astype(np.int64)
+        bits >>= np.uint64(1)
+    return used
