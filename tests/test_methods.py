@@ -91,3 +91,11 @@ def test_compare_table(trace):
     ratio = frame.loc["eplb", "hop_transmissions"] / frame.loc["contiguous", "hop_transmissions"]
     assert frame.loc["eplb", "hop_transmissions/ref"] == pytest.approx(ratio)
     assert frame.loc["eplb", "termination"] == "heuristic"
+
+
+def test_compare_inline_options(trace):
+    frame = placement.compare(trace, TOPO, ["eplb", "eplb(faithful=true, redundant=16)"], reference="eplb")
+    assert list(frame.index) == ["eplb", "eplb(faithful=true, redundant=16)"]
+    assert frame.loc["eplb(faithful=true, redundant=16)", "max_slots_used"] == 3 * 4  # (16 + 16) / 8 slots x 3
+    with pytest.raises(PlacementInputError, match="expected KEY=VALUE inside"):
+        placement.compare(trace, TOPO, ["eplb(faithful)"])

@@ -24,7 +24,32 @@ if TYPE_CHECKING:  # pragma: no cover
     from .placement import Placement
     from .topology import Topology
 
-__all__ = ["solve", "compare", "metrics_table", "as_topology", "as_stats"]
+__all__ = ["solve", "compare", "metrics_table", "as_topology", "as_stats", "parse_method_spec"]
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """Split ``"name(key=value, ...)"`` into the method name and its inline options.
+
+    >>> parse_method_spec("eplb(faithful=true, redundant=32)")
+    ('eplb', {'faithful': 'true', 'redundant': '32'})
+    >>> parse_method_spec("contiguous")
+    ('contiguous', {})
+    """
+    from .errors import input_error
+
+    spec = spec.strip()
+    if "(" not in spec:
+        return spec, {}
+    name, _, rest = spec.partition("(")
+    if not rest.endswith(")"):
+        raise input_error(f"expected NAME(KEY=VALUE, ...), got {spec!r}", field="method")
+    options: dict[str, str] = {}
+    for item in filter(None, (x.strip() for x in rest[:-1].split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise input_error(f"expected KEY=VALUE inside {spec!r}, got {item!r}", field="method")
+        options[key.strip()] = value.strip()
+    return name.strip(), options
 
 
 def as_topology(topology: Topology | str) -> Topology:
@@ -73,8 +98,10 @@ def compare(trace: Trace | TraceStats, topology: Topology | str, methods: Iterab
             options: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
     """Solve with every method (or take given placements) and tabulate the evaluator's metrics.
 
-    ``methods`` holds registry names or ``(name, placement)`` pairs; ``options`` maps a method
-    name to its options.  The reference method is added when missing.
+    ``methods`` holds registry names, names with inline options such as
+    ``"eplb(faithful=true, redundant=32)"`` (so one method can appear with several settings),
+    or ``(label, placement)`` pairs; ``options`` maps a method name to its options.  The
+    reference method is added when missing.
     """
     stats = as_stats(trace)
     topo = as_topology(topology)
@@ -87,7 +114,8 @@ def compare(trace: Trace | TraceStats, topology: Topology | str, methods: Iterab
     extra: dict[str, dict[str, Any]] = {}
     for entry in entries:
         if isinstance(entry, str):
-            sol = run_method(entry, stats, topo, **dict(options.get(entry, {})))
+            method, inline = parse_method_spec(entry)
+            sol = run_method(method, stats, topo, **{**dict(options.get(method, {})), **inline})
             placement, name = sol.placement, entry
             extra[name] = {"solve_s": sol.wall_time, "termination": sol.termination, "gap": sol.gap}
         else:

@@ -118,11 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="solve with several methods and tabulate their metrics", formatter_class=_Formatter,
         description="Solve with each method and print one table of evaluator metrics with ratios to a reference.",
         epilog=_examples("placement compare --trace data/traces/deepseek-v3.npz --topology fat-tree:4x8 "
-                         "--methods contiguous,round_robin,random --out cmp.csv"),
+                         "--methods contiguous,round_robin,random --out cmp.csv",
+                         "placement compare --trace data/traces/deepseek-v3.npz --topology fat-tree:4x8 "
+                         "--methods 'eplb,eplb(faithful=true)'"),
     )
     p.add_argument("--trace", required=True, help="trace file")
     p.add_argument("--topology", required=True, help="preset spec or YAML file")
-    p.add_argument("--methods", required=True, help="comma-separated method names")
+    p.add_argument("--methods", required=True,
+                   help="comma-separated method names, each optionally with inline options: eplb(faithful=true)")
     p.add_argument("--reference", default="contiguous", help="method the ratios are taken against")
     p.add_argument("--option", action="append", metavar="METHOD.KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", help="also write the table (.csv or .json)")
@@ -285,7 +288,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ..trace import load_trace
 
     _check_out(args.out, (".csv", ".json"))
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    names = _split_methods(args.methods)
     if not names:
         raise input_error("give at least one method", field="--methods")
     per_method: dict[str, dict[str, str]] = {}
@@ -294,8 +297,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         if not dot:
             raise input_error(f"expected METHOD.KEY=VALUE, got {key}={value}", field="--option")
         per_method.setdefault(method, {})[opt] = value
-    for name in [*names, args.reference]:
-        get_method(name).parse_options(per_method.get(name, {}))
+    from ..api import parse_method_spec
+
+    for spec in [*names, args.reference]:
+        name, inline = parse_method_spec(spec)
+        get_method(name).parse_options({**per_method.get(name, {}), **inline})
     frame = compare(as_stats(load_trace(args.trace)), as_topology(args.topology), names, reference=args.reference,
                     options=per_method, **_eval_kwargs(args))
     _print(_format_table(frame.T))
@@ -309,6 +315,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                 frame.to_json(tmp, orient="index", indent=2)
         _print(f"wrote {args.out}")
     return 0
+
+
+def _split_methods(text: str) -> list[str]:
+    """Split a comma-separated method list, keeping commas inside ``name(k=v, k=v)`` together."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur.strip())
+    return [m for m in out if m]
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
