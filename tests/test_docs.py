@@ -35,8 +35,20 @@ def test_quick_start_inputs_exist():
 
 
 def test_markdown_links_resolve():
-    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "data").rglob("*.md"))]:
+    for md in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "data").rglob("*.md"))]:
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", md.read_text(encoding="utf-8")):
             if re.match(r"[a-z]+://", target):
                 continue
             assert (md.parent / target).exists(), f"{md.relative_to(ROOT)} links to missing {target}"
+
+
+def test_cli_reference_documents_every_command_and_option():
+    from placement.cli import build_parser
+    from placement.cli.reference import iter_commands
+
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    for name, parser in iter_commands(build_parser()):
+        assert f"## `{name}`" in text, f"docs/cli.md lacks {name}; run python -m placement.cli.reference > docs/cli.md"
+        for action in parser._actions:
+            for flag in action.option_strings:
+                assert flag in text, f"docs/cli.md lacks {name} {flag}; regenerate it"
