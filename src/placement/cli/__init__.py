@@ -237,8 +237,12 @@ def _solve_report(args: argparse.Namespace, trace: Any, topo: Any, solution: Any
              f"topology  {topo.name}: {topo.num_gpus} GPUs on {topo.num_servers} servers, diameter {topo.diameter:g} "
              "hops"]
     s = solution.summary()
+    opts = solution.placement.metadata.get("options", {})
+    model = f" (origins={opts['origins']})" if "origins" in opts else ""
+    bound = "-" if solution.bound is None else f"{solution.bound:.6g}"
+    gap = "-" if solution.gap is None else f"{100 * solution.gap:.3g}%"
     proof = "" if solution.objective is None else (
-        f", objective {solution.objective:.6g}, bound {solution.bound:.6g}, gap {100 * (solution.gap or 0):.3g}%")
+        f", objective{model} {solution.objective:.6g}, bound {bound}, gap {gap}")
     lines.append(f"method    {args.method} ({solution.termination}{proof}) in {s['wall_time_s']:.3g} s")
     ps = solution.placement.summary()
     lines.append(f"placement {ps['layers']} layers x {ps['gpus']} GPUs x {ps['slots_per_gpu']} slots; experts per GPU "
