@@ -68,6 +68,8 @@ DISPATCH_MODELS = ("origin", "coherent")
 ORIGIN_MODES = ("auto", "trace", "uniform", "round_robin")
 DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "fp8": 1, "int8": 1}
 DEFAULT_HIDDEN_SIZE = 4096
+#: expert selections replayed at once when averaging over origins (bounds temporary memory)
+_VIRTUAL_SELECTIONS = 1 << 24
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,7 +211,8 @@ def replica_tables(placement: Placement, topology: Topology) -> tuple[np.ndarray
     return tied, ntied
 
 
-def route_layer(experts: np.ndarray, src: np.ndarray, tied: np.ndarray, ntied: np.ndarray) -> np.ndarray:
+def route_layer(experts: np.ndarray, src: np.ndarray, tied: np.ndarray, ntied: np.ndarray,
+                replay: np.ndarray | None = None) -> np.ndarray:
     """Destination GPU of each selection of one layer.
 
     Parameters
@@ -220,18 +223,28 @@ def route_layer(experts: np.ndarray, src: np.ndarray, tied: np.ndarray, ntied: n
         ``int [tokens]`` GPU each token is sent from.
     tied, ntied:
         One layer of :func:`replica_tables` (``[gpus, experts, R]`` and ``[gpus, experts]``).
+    replay:
+        ``int [tokens]`` optional: tokens of different replays are dealt independently (the
+        evaluator replays a trace once per origin GPU in one batch).
 
     Returns
     -------
     ``int64 [tokens, k]`` the GPU of the replica each selection uses.
     """
     e = experts.astype(np.int64)
-    s = src.astype(np.int64)[:, None]
+    s = np.broadcast_to(src.astype(np.int64)[:, None], e.shape)
     c = ntied[s, e]
-    if tied.shape[-1] == 1 or (c == 1).all():
-        return tied[s, e, 0].astype(np.int64)
-    E = tied.shape[1]
-    key = (s * E + e).ravel()
+    out = tied[s, e, 0].astype(np.int64)
+    tiedsel = c > 1
+    if not tiedsel.any():
+        return out
+    # Only selections with tied replicas are dealt; a (source, expert) group is tied as a whole,
+    # and boolean masking keeps token order.
+    G, E = tied.shape[0], tied.shape[1]
+    st, et, ct = s[tiedsel], e[tiedsel], c[tiedsel]
+    key = st * E + et
+    if replay is not None:
+        key = key + np.broadcast_to(replay.astype(np.int64)[:, None], e.shape)[tiedsel] * (G * E)
     order = np.argsort(key, kind="stable")
     sk = key[order]
     start = np.ones(sk.size, dtype=bool)
@@ -240,8 +253,8 @@ def route_layer(experts: np.ndarray, src: np.ndarray, tied: np.ndarray, ntied: n
     group_start = np.maximum.accumulate(np.where(start, idx, 0))
     rank = np.empty(sk.size, dtype=np.int64)
     rank[order] = idx - group_start
-    r = rank.reshape(e.shape) % c
-    return tied[s, e, r].astype(np.int64)
+    out[tiedsel] = tied[st, et, rank % ct]
+    return out
 
 
 def _first_of_each(rows: np.ndarray) -> np.ndarray:
@@ -263,7 +276,7 @@ class _Flows:
 
 
 def _simulate_tokens(experts: np.ndarray, src: np.ndarray, tied: np.ndarray, ntied: np.ndarray, G: int,
-                     dispatch: str, dedup: bool, uniform: bool) -> _Flows:
+                     dispatch: str, dedup: bool, uniform: bool, replay: np.ndarray | None = None) -> _Flows:
     """Token-level flows for integer sources ``src [tokens]``.
 
     With ``uniform=True`` (only valid without replicas) the origin-dependent flows are
@@ -276,7 +289,7 @@ def _simulate_tokens(experts: np.ndarray, src: np.ndarray, tied: np.ndarray, nti
     prev = None
     for layer in range(L):
         from_gpu = src if (layer == 0 or dispatch == "origin") else prev[:, 0]
-        dest = route_layer(experts[:, layer, :], from_gpu, tied[layer], ntied[layer])
+        dest = route_layer(experts[:, layer, :], from_gpu, tied[layer], ntied[layer], replay)
         load[layer] = np.bincount(dest.ravel(), minlength=G)
         if dispatch == "origin" or layer == 0:
             w = _first_of_each(dest).astype(np.float64) if dedup else np.ones(dest.shape)
@@ -303,6 +316,50 @@ def _simulate_tokens(experts: np.ndarray, src: np.ndarray, tied: np.ndarray, nti
             cross[layer - 1] = (prev_for_cross[:, :, None] != dest[:, None, :]).sum() / (k * k)
         prev = dest
     return _Flows(traffic, load, cross)
+
+
+def _simulate_uniform_origin(experts: np.ndarray, tied: np.ndarray, ntied: np.ndarray, G: int,
+                             dedup: bool) -> _Flows:
+    """Origin dispatch with uniform origins and origin-dependent replicas, averaged over origins.
+
+    Replaying every token from origin ``u``, the group (``u``, expert) holds all selections of
+    that expert in token order whatever ``u`` is, so each selection's round-robin rank is the
+    same for every origin and is computed once per layer; the replicas themselves are a gather.
+    Equal, by construction, to replaying the trace once per origin (a test checks it).
+    """
+    N, L, k = experts.shape
+    traffic = np.zeros((L, G, G))
+    load = np.zeros((L, G))
+    cross = np.zeros(max(L - 1, 0))
+    per_block = max(1, _VIRTUAL_SELECTIONS // max(1, N * k))
+    ranks = []
+    for layer in range(L):
+        flat = experts[:, layer, :].astype(np.int64).ravel()
+        order = np.argsort(flat, kind="stable")
+        sk = flat[order]
+        start = np.ones(sk.size, dtype=bool)
+        start[1:] = sk[1:] != sk[:-1]
+        idx = np.arange(sk.size)
+        rank = np.empty(sk.size, dtype=np.int64)
+        rank[order] = idx - np.maximum.accumulate(np.where(start, idx, 0))
+        ranks.append(rank.reshape(N, k))
+    for u0 in range(0, G, per_block):
+        us = np.arange(u0, min(G, u0 + per_block))
+        U = us.size
+        prev = None
+        for layer in range(L):
+            e = experts[:, layer, :].astype(np.int64)[None]  # [1, N, k]
+            uu = us[:, None, None]
+            c = ntied[layer][uu, e]  # [U, N, k]
+            dest = tied[layer][uu, e, ranks[layer][None] % c].astype(np.int64)
+            load[layer] += np.bincount(dest.ravel(), minlength=G)
+            w = _first_of_each(dest.reshape(U * N, k)).astype(np.float64) if dedup else np.ones(U * N * k)
+            codes = (np.broadcast_to(uu, dest.shape) * G + dest).ravel()
+            traffic[layer] += np.bincount(codes, weights=w.ravel(), minlength=G * G).reshape(G, G)
+            if layer > 0:
+                cross[layer - 1] += (prev[:, :, :, None] != dest[:, :, None, :]).sum() / (k * k)
+            prev = dest
+    return _Flows(traffic / G, load / G, cross / G)
 
 
 def _simulate_counts(counts_by_origin: np.ndarray, tied: np.ndarray, ntied: np.ndarray, G: int) -> _Flows:
@@ -404,11 +461,19 @@ def evaluate(
         elif not has_ties and _route_independent(tied):  # the sender does not change any destination
             flows = _simulate_tokens(experts, np.zeros(N, dtype=np.int64), tied, ntied, G, dispatch, dedup,
                                      uniform=True)
-        else:  # uniform origins with origin-dependent replica choice: exact average over origins
+        elif dispatch == "origin":  # uniform origins, origin-dependent replicas: exact average
+            flows = _simulate_uniform_origin(experts, tied, ntied, G, dedup)
+        else:  # coherent, uniform origins, origin-dependent replicas: exact average over origins
+            # Every token is replayed once from every origin GPU.  Replica ties are dealt per
+            # (origin, expert) group in token order, so replaying a block of origins as one
+            # batch of virtual tokens (origin-major) deals exactly as G separate replays would.
+            per_block = max(1, _VIRTUAL_SELECTIONS // max(1, experts[0].size * N))
             acc = None
-            for u in range(G):
-                f = _simulate_tokens(experts, np.full(N, u, dtype=np.int64), tied, ntied, G, dispatch, dedup,
-                                     uniform=False)
+            for u0 in range(0, G, per_block):
+                us = np.arange(u0, min(G, u0 + per_block))
+                virtual = np.tile(experts, (us.size, 1, 1))
+                src = np.repeat(us, N).astype(np.int64)
+                f = _simulate_tokens(virtual, src, tied, ntied, G, dispatch, dedup, uniform=False, replay=src)
                 if acc is None:
                     acc = f
                 else:
