@@ -28,7 +28,16 @@ from ..errors import PlacementInputError, input_error
 from ..milp._model import MilpModel
 from ..milp._result import Limit, Progress, SolveParams, SolveResult, Termination, relative_gap
 
-__all__ = ["Backend", "BackendUnavailableError", "ModelNotSupportedError", "SolveMonitor"]
+__all__ = ["Backend", "BackendUnavailableError", "ModelNotSupportedError", "SolveMonitor", "ortools_version"]
+
+
+def ortools_version() -> str | None:
+    """The installed OR-Tools version (shared by the CP-SAT and MathOpt backends), or ``None``."""
+    try:
+        import ortools
+    except ImportError:
+        return None
+    return str(ortools.__version__)
 
 T = TypeVar("T")
 

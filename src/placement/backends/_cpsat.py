@@ -31,7 +31,7 @@ import numpy as np
 
 from ..milp._model import MilpModel
 from ..milp._result import Limit, SolveParams, SolveResult, Termination
-from ._base import Backend, ModelNotSupportedError, SolveMonitor, run_interruptible
+from ._base import Backend, ModelNotSupportedError, SolveMonitor, ortools_version, run_interruptible
 
 __all__ = ["CpSatBackend", "objective_scale"]
 
@@ -166,11 +166,7 @@ class CpSatBackend(Backend):
         return True, f"ortools {self.version()}"
 
     def version(self) -> str | None:
-        try:
-            import ortools
-        except ImportError:
-            return None
-        return str(ortools.__version__)
+        return ortools_version()
 
     def option_names(self) -> list[str]:
         from ortools.sat import sat_parameters_pb2

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import input_error
 from ..milp._model import MilpModel
 from ..milp._result import Limit, SolveParams, SolveResult, Termination
-from ._base import Backend, SolveMonitor, run_interruptible
+from ._base import Backend, SolveMonitor, ortools_version, run_interruptible
 
 __all__ = ["HighsMathOptBackend", "ScipBackend"]
 
@@ -112,11 +112,7 @@ class _MathOptBackend(Backend):
         return True, f"ortools {self.version()} ({self.solver_type})"
 
     def version(self) -> str | None:
-        try:
-            import ortools
-        except ImportError:
-            return None
-        return str(ortools.__version__)
+        return ortools_version()
 
     def option_names(self) -> list[str]:
         from ortools.math_opt import parameters_pb2
