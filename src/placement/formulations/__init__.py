@@ -4,4 +4,6 @@ vectorised numpy/scipy, never imports a solver, and registers its methods in
 :data:`placement.METHODS` when imported.
 """
 
-from . import affinity, transmission  # noqa: F401  (each registers its methods)
+# Each module registers its methods on import; the order here is the order of `placement methods`.
+from . import transmission  # noqa: F401, I001  isort: skip
+from . import affinity  # noqa: F401, I001  isort: skip
