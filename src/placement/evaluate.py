@@ -61,8 +61,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .topology import Topology
 
-__all__ = ["evaluate", "Metrics", "route_layer", "replica_tables", "DISPATCH_MODELS", "ORIGIN_MODES",
-           "DTYPE_BYTES"]
+__all__ = ["evaluate", "Metrics", "route_layer", "replica_tables", "first_of_each", "DISPATCH_MODELS",
+           "ORIGIN_MODES", "DTYPE_BYTES"]
 
 DISPATCH_MODELS = ("origin", "coherent")
 ORIGIN_MODES = ("auto", "trace", "uniform", "round_robin")
@@ -111,6 +111,10 @@ class Metrics:
         ``int64 [gpus]`` occupied expert slots summed over layers.
     traffic:
         ``float64 [gpus, gpus]`` tokens sent from GPU u to GPU v, all layers and phases.
+    layer_traffic:
+        ``float64 [layers, gpus, gpus]`` tokens sent per layer in the dispatch phase (origin
+        model; the combine phase is its transpose) or across the boundary into the layer
+        (coherent model; layer 0 is the dispatch from the origins).
     """
 
     dispatch: str
@@ -136,6 +140,7 @@ class Metrics:
     boundary_cross_fraction: float
     slots_used: np.ndarray
     traffic: np.ndarray = field(repr=False)
+    layer_traffic: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0, 0)))
 
     @property
     def local_boundary_fraction(self) -> float:
@@ -257,8 +262,14 @@ def route_layer(experts: np.ndarray, src: np.ndarray, tied: np.ndarray, ntied: n
     return out
 
 
-def _first_of_each(rows: np.ndarray) -> np.ndarray:
-    """``bool [n, k]``: True at the first occurrence of each value within its row."""
+def first_of_each(rows: np.ndarray) -> np.ndarray:
+    """``bool [n, k]``: True at the first occurrence of each value within its row.
+
+    The de-duplication rule: a token goes once to each distinct destination GPU.
+
+    >>> first_of_each(np.array([[2, 2, 1], [0, 1, 0]])).tolist()
+    [[True, False, True], [True, True, False]]
+    """
     k = rows.shape[1]
     if k == 1:
         return np.ones(rows.shape, dtype=bool)
@@ -292,7 +303,7 @@ def _simulate_tokens(experts: np.ndarray, src: np.ndarray, tied: np.ndarray, nti
         dest = route_layer(experts[:, layer, :], from_gpu, tied[layer], ntied[layer], replay)
         load[layer] = np.bincount(dest.ravel(), minlength=G)
         if dispatch == "origin" or layer == 0:
-            w = _first_of_each(dest).astype(np.float64) if dedup else np.ones(dest.shape)
+            w = first_of_each(dest).astype(np.float64) if dedup else np.ones(dest.shape)
             if uniform:
                 per_dest = np.bincount(dest.ravel(), weights=w.ravel(), minlength=G)
                 traffic[layer] = np.broadcast_to(per_dest / G, (G, G))
@@ -302,8 +313,8 @@ def _simulate_tokens(experts: np.ndarray, src: np.ndarray, tied: np.ndarray, nti
         else:
             pairs = prev[:, :, None] * G + dest[:, None, :]  # [N, k(prev), k(next)]
             if dedup:
-                vs = _first_of_each(prev)  # distinct sources
-                vd = _first_of_each(dest)  # distinct destinations
+                vs = first_of_each(prev)  # distinct sources
+                vd = first_of_each(dest)  # distinct destinations
                 held = (prev[:, :, None] == dest[:, None, :]).any(axis=1)  # [N, k] dest already there
                 ns = vs.sum(axis=1)
                 w = vs[:, :, None] & (vd & ~held)[:, None, :]
@@ -353,7 +364,7 @@ def _simulate_uniform_origin(experts: np.ndarray, tied: np.ndarray, ntied: np.nd
             c = ntied[layer][uu, e]  # [U, N, k]
             dest = tied[layer][uu, e, ranks[layer][None] % c].astype(np.int64)
             load[layer] += np.bincount(dest.ravel(), minlength=G)
-            w = _first_of_each(dest.reshape(U * N, k)).astype(np.float64) if dedup else np.ones(U * N * k)
+            w = first_of_each(dest.reshape(U * N, k)).astype(np.float64) if dedup else np.ones(U * N * k)
             codes = (np.broadcast_to(uu, dest.shape) * G + dest).ravel()
             traffic[layer] += np.bincount(codes, weights=w.ravel(), minlength=G * G).reshape(G, G)
             if layer > 0:
@@ -581,4 +592,5 @@ def _metrics(flows: _Flows, topology: Topology, placement: Placement, *, dispatc
         boundary_cross_fraction=boundary,
         slots_used=placement.slots_used(),
         traffic=traffic_total,
+        layer_traffic=T,
     )

@@ -23,7 +23,7 @@ import numpy as np
 from placement.evaluate import DTYPE_BYTES, evaluate
 from placement.placement import Placement
 from placement.topology import Topology
-from placement.trace._trace import ModelSpec, Trace
+from placement.trace._trace import Trace
 
 from .plan import ORIGIN_RULES
 
@@ -286,30 +286,16 @@ class MoveReport:
         return bool(np.array_equal(self.moved, self.planned) and self.weights_exact and self.after.ok)
 
 
-def _layer_view(trace: Trace, placement: Placement, layer: int) -> tuple[Trace, Placement]:
-    m = trace.model
-    spec = ModelSpec(m.name, num_layers=1, num_experts=m.num_experts, top_k=m.top_k,
-                     hidden_size=m.hidden_size)
-    assert trace.experts is not None
-    t = Trace.from_tokens(spec, trace.experts[:, layer:layer + 1], origin=trace.origin,
-                          num_ranks=trace.num_ranks)
-    return t, Placement(placement.slots[layer:layer + 1], placement.num_experts)
-
-
 def _report(config: CheckConfig, case: CheckCase, res: CaseResult) -> CaseReport:
     kw = dict(dispatch="origin", dedup=case.dedup, origins=config.origins, hidden_size=config.hidden_size,
               dtype=config.dtype)
     metrics = evaluate(case.placement, config.trace, config.topology, **kw)
     assert metrics.bytes_per_token == config.hidden_size * DTYPE_BYTES[config.dtype]
     predicted = metrics.traffic * metrics.bytes_per_token
-    bad = []
-    for layer in range(config.trace.num_layers):
-        t, p = _layer_view(config.trace, case.placement, layer)
-        m = evaluate(p, t, config.topology, **kw)
-        d = res.sent[layer, 0]
-        c = res.sent[layer, 1]
-        if not (np.array_equal(d + c, m.traffic * m.bytes_per_token) and np.array_equal(c, d.T)):
-            bad.append(layer)
+    per_layer = metrics.layer_traffic * metrics.bytes_per_token  # dispatch phase; combine is its transpose
+    bad = [layer for layer in range(config.trace.num_layers)
+           if not (np.array_equal(res.sent[layer, 0], per_layer[layer])
+                   and np.array_equal(res.sent[layer, 1], per_layer[layer].T))]
     return CaseReport(name=res.name, dedup=case.dedup, measured=res.sent.sum(axis=(0, 1)),
                       predicted=predicted, bad_layers=bad,
                       consistent=bool(np.array_equal(res.sent, res.received)),

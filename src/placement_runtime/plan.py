@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from placement.errors import input_error
-from placement.evaluate import route_layer
+from placement.evaluate import first_of_each, route_layer
 from placement.placement import Placement
 from placement.trace._trace import Trace
 
@@ -25,23 +25,6 @@ __all__ = ["DispatchPlan", "plan_dispatch", "first_of_each", "token_ranks", "Mov
            "expert_seed", "ORIGIN_RULES"]
 
 ORIGIN_RULES = ("round_robin", "trace")
-
-
-def first_of_each(rows: np.ndarray) -> np.ndarray:
-    """``bool [n, k]``: True at the first occurrence of each value within its row.
-
-    The evaluator's de-duplication rule: a token goes once to each distinct destination.
-
-    >>> first_of_each(np.array([[2, 2, 1], [0, 1, 0]])).tolist()
-    [[True, False, True], [True, True, False]]
-    """
-    rows = np.asarray(rows)
-    k = rows.shape[1]
-    if k == 1:
-        return np.ones(rows.shape, dtype=bool)
-    eq = rows[:, :, None] == rows[:, None, :]
-    earlier = np.tril(np.ones((k, k), dtype=bool), -1)
-    return ~(eq & earlier[None]).any(axis=2)
 
 
 @dataclass(frozen=True, eq=False)
