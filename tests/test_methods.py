@@ -99,3 +99,11 @@ def test_compare_inline_options(trace):
     assert frame.loc["eplb(faithful=true, redundant=16)", "max_slots_used"] == 3 * 4  # (16 + 16) / 8 slots x 3
     with pytest.raises(PlacementInputError, match="expected KEY=VALUE inside"):
         placement.compare(trace, TOPO, ["eplb(faithful)"])
+
+
+def test_negative_solver_limits_are_refused():
+    for name in ("transmission-load", "exflow", "exflow-bisect", "moetuner"):
+        with pytest.raises(PlacementInputError, match=f"option 'time_limit' of method '{name}' must be >= 0"):
+            get_method(name).parse_options({"time_limit": "-3"})
+    with pytest.raises(PlacementInputError, match="option 'threads' of method 'exflow' must be >= 0"):
+        get_method("exflow").parse_options({"threads": "-1"})

@@ -30,13 +30,17 @@ __all__ = ["Method", "Option", "Solution", "METHODS", "register", "get_method", 
 
 @dataclass(frozen=True)
 class Option:
-    """A method option: ``name``, a converter ``type`` (int, float, str, bool), ``default`` and ``help``."""
+    """A method option: ``name``, a converter ``type`` (int, float, str, bool), ``default`` and ``help``.
+
+    ``choices`` restricts the value to a set; ``minimum`` to numbers at least that large.
+    """
 
     name: str
     type: Callable[[Any], Any]
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
 
     def convert(self, value: Any, method: str) -> Any:
         try:
@@ -53,6 +57,9 @@ class Option:
         if self.choices is not None and out not in self.choices:
             raise input_error(f"option '{self.name}' of method '{method}' must be one of {list(self.choices)}, "
                               f"got {out!r}", field=self.name)
+        if self.minimum is not None and not out >= self.minimum:
+            raise input_error(f"option '{self.name}' of method '{method}' must be >= {self.minimum:g}, got {out!r}",
+                              field=self.name)
         return out
 
 

@@ -234,8 +234,8 @@ def _solve_report(args: argparse.Namespace, trace: Any, topo: Any, solution: Any
 
     lines = [f"trace     {trace.source}: {trace.model.name}, {trace.num_tokens} tokens, {trace.num_layers} MoE "
              f"layers x {trace.num_experts} experts, top-{trace.top_k}",
-             f"topology  {topo.name}: {topo.num_gpus} GPUs on {topo.num_servers} servers, diameter {topo.diameter:g} "
-             "hops"]
+             f"topology  {topo.name}: {topo.num_gpus} GPUs on {topo.num_servers} "
+             f"server{'s' if topo.num_servers != 1 else ''}, diameter {topo.diameter:g} hops"]
     s = solution.summary()
     opts = solution.placement.metadata.get("options", {})
     model = f" (origins={opts['origins']})" if "origins" in opts else ""

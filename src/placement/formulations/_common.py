@@ -27,9 +27,9 @@ class SolveFailedError(RuntimeError):
 #: Options every MILP-backed method accepts (``--option backend=cpsat`` etc. on the CLI).
 SOLVER_OPTIONS: tuple[Option, ...] = (
     Option("backend", str, "highs", "solver backend (see placement.backends.BACKENDS)"),
-    Option("time_limit", float, 60.0, "wall-clock limit of the solve in seconds (0: none)"),
-    Option("rel_gap", float, 1e-6, "stop at this relative gap between objective and bound"),
-    Option("threads", int, 0, "solver threads (0: the solver's default)"),
+    Option("time_limit", float, 60.0, "wall-clock limit of the solve in seconds (0: none)", minimum=0.0),
+    Option("rel_gap", float, 1e-6, "stop at this relative gap between objective and bound", minimum=0.0),
+    Option("threads", int, 0, "solver threads (0: the solver's default)", minimum=0),
     Option("verbose", bool, False, "print a progress line (elapsed, incumbent, bound, gap) on stderr"),
 )
 

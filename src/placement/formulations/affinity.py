@@ -178,10 +178,11 @@ register(Method(
     "placement.formulations.affinity:exflow_bisect_method", needs="tokens", kind="formulation",
     paper=_PAPER_EXFLOW,
     options=(Option("prefixes", int, 4, "growing token prefixes per split (N/2^(p-1) ... N)"),
-             Option("solve_cap", float, 60.0, "seconds per MILP solve (the paper's 60 s)"),
+             Option("solve_cap", float, 60.0, "seconds per MILP solve (the paper's 60 s)", minimum=0.0),
              Option("backend", str, "highs", "solver backend (see placement.backends.BACKENDS)"),
-             Option("time_limit", float, 0.0, "total seconds, shared evenly by the solves (0: only solve_cap)"),
-             Option("threads", int, 0, "solver threads (0: the solver's default)"))))
+             Option("time_limit", float, 0.0, "total seconds, shared evenly by the solves (0: only solve_cap)",
+                    minimum=0.0),
+             Option("threads", int, 0, "solver threads (0: the solver's default)", minimum=0))))
 
 register(Method(
     "moetuner", "MoETuner ILP1 (balanced clusters per layer) then ILP2 (clusters to GPUs, min-max traffic)",
