@@ -61,7 +61,7 @@ Why it solves in well under a second (each claim is tested)
 3. **The memory row.**  The decoupled optimum is a lower bound of the coupled problem (a
    relaxation); when it fits in memory it is optimal (gap 0).  Otherwise the coupled problem is a
    min-cost flow (source -> expert ``(l, e)`` -> ``(l, C)`` [cap ``n_C m``] -> ``C`` [cap ``n_C M``]
-   -> sink), solved exactly by OR-Tools' min-cost flow (imported inside :func:`solve_structured`,
+   -> sink), solved exactly by :func:`placement.backends.flow.min_cost_flow` (OR-Tools, imported
    only in that case) on integer costs: hop costs are rationals with a known denominator, so they
    scale to integers exactly and the bound equals the objective; other costs are scaled by a power
    of two and the bound subtracts the largest possible rounding error (reported, never hidden).
@@ -414,7 +414,7 @@ def _integer_costs(cost: np.ndarray, scale: float | None) -> tuple[np.ndarray, f
 
 def _min_cost_flow(instance: TransmissionInstance) -> tuple[np.ndarray, float, bool]:
     """Exact coupled optimum as a min-cost flow: ``(assign [L, E], integer optimum / S, exact)``."""
-    from ortools.graph.python import min_cost_flow  # only for a binding memory limit
+    from ..backends.flow import min_cost_flow  # the solver is imported only when memory binds
 
     L, E, C = instance.num_layers, instance.num_experts, instance.num_classes
     ints, s, exact = _integer_costs(instance.cost, instance.scale)
@@ -431,17 +431,15 @@ def _min_cost_flow(instance: TransmissionInstance) -> tuple[np.ndarray, float, b
     caps = np.concatenate([np.ones(LE * C, dtype=np.int64), np.tile(instance.layer_cap, L),
                            np.asarray(instance.memory_cap, dtype=np.int64)])
     costs = np.concatenate([ints.reshape(-1), np.zeros(LC + C, dtype=np.int64)])
-    flow = min_cost_flow.SimpleMinCostFlow()
-    flow.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
     supplies = np.zeros(sink + 1, dtype=np.int64)
     supplies[:LE] = 1
     supplies[sink] = -LE
-    flow.set_nodes_supplies(np.arange(sink + 1, dtype=np.int64), supplies)
-    status = flow.solve()
-    if status != flow.OPTIMAL:
-        raise SolveFailedError(f"min-cost flow ended with status {status!r} (not OPTIMAL)")
-    x = np.asarray(flow.flows(np.arange(LE * C, dtype=np.int64))).reshape(L, E, C)
-    return assignment_from_x(x.astype(np.float64)), float(flow.optimal_cost()) / s, exact
+    try:
+        result = min_cost_flow(tails, heads, caps, costs, supplies)
+    except RuntimeError as exc:
+        raise SolveFailedError(str(exc)) from exc
+    x = result.flows[:LE * C].reshape(L, E, C)
+    return assignment_from_x(x.astype(np.float64)), float(result.cost) / s, exact
 
 
 def solve_structured(instance: TransmissionInstance) -> StructuredResult:
