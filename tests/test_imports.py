@@ -28,3 +28,28 @@ def test_version_command_is_light():
 
 def test_method_registry_imports_no_solver():
     assert _loaded_after("import placement\nprint(list(placement.METHODS))") == []
+
+
+def test_formulations_never_import_a_solver():
+    # Formulations build MilpModels (or flow networks) and reach solvers only through placement.backends.
+    import re
+    from pathlib import Path
+
+    import placement.formulations as f
+
+    pattern = re.compile(r"^\s*(import|from)\s+(highspy|ortools|pyscipopt|gurobipy)\b", re.M)
+    offenders = [p.name for p in Path(f.__file__).parent.glob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
+
+
+def test_placement_never_imports_the_runtime_or_torch():
+    import re
+    from pathlib import Path
+
+    import placement
+
+    pattern = re.compile(r"^\s*(import|from)\s+(torch|placement_runtime)\b", re.M)
+    root = Path(placement.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if pattern.search(p.read_text())]
+    # the interop module writes .pt files with torch imported lazily inside functions; nothing else may
+    assert all(o.startswith("interop") for o in offenders), offenders
