@@ -175,7 +175,7 @@ register(Method(
 
 register(Method(
     "exflow-bisect", "ExFlow's own recipe: recursive GPU bisection, growing token prefixes, capped MILPs",
-    "placement.formulations.affinity:exflow_bisect_method", needs="tokens", kind="formulation",
+    "placement.formulations.affinity:exflow_bisect_method", needs="tokens", kind="baseline",
     paper=_PAPER_EXFLOW,
     options=(Option("prefixes", int, 4, "growing token prefixes per split (N/2^(p-1) ... N)"),
              Option("solve_cap", float, 60.0, "seconds per MILP solve (the paper's 60 s)", minimum=0.0),
