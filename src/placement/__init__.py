@@ -1,6 +1,11 @@
 """placement: topology-aware placement of Mixture-of-Experts experts on GPUs.
 
-Importing this package loads numpy, scipy and networkx only: no solver, no torch, no pandas.
+Importing this package loads numpy (and the package's own modules) only: no solver, no torch, no
+pandas.  Start with :func:`solve`, :func:`evaluate` and :func:`compare`; see ``docs/index.md``.
+
+>>> import placement
+>>> sorted(placement.METHODS)[:3]
+['contiguous', 'eplb', 'exflow']
 """
 
 from ._version import __version__
@@ -16,18 +21,18 @@ __all__ = [
     "__version__",
     "METHODS",
     "Metrics",
+    "ModelSpec",
+    "NeedsTokenTraceError",
     "Placement",
+    "PlacementInputError",
     "Solution",
+    "Trace",
+    "TraceStats",
     "compare",
     "evaluate",
     "load_placement",
-    "metrics_table",
-    "solve",
-    "ModelSpec",
-    "NeedsTokenTraceError",
-    "PlacementInputError",
-    "Trace",
-    "TraceStats",
     "load_trace",
+    "metrics_table",
     "save_trace",
+    "solve",
 ]
