@@ -1,6 +1,6 @@
 """placement: topology-aware placement of Mixture-of-Experts experts on GPUs.
 
-Importing this package loads numpy (and the package's own modules) only: no solver, no torch, no
+Importing this package loads numpy and scipy only: no solver, no torch, no networkx, no
 pandas.  Start with :func:`solve`, :func:`evaluate` and :func:`compare`; see ``docs/index.md``.
 
 >>> import placement
