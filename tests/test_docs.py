@@ -52,3 +52,12 @@ def test_cli_reference_documents_every_command_and_option():
         for action in parser._actions:
             for flag in action.option_strings:
                 assert flag in text, f"docs/cli.md lacks {name} {flag}; regenerate it"
+
+
+def test_readme_python_example_runs(monkeypatch, capsys):
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"## Python\n\n```python\n(.*?)```", text, flags=re.S).group(1)
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "round_robin" in out and "contiguous" in out
