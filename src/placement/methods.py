@@ -140,9 +140,14 @@ METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
-    """Add ``method`` to :data:`METHODS` (a name registered twice is an error)."""
-    if method.name in METHODS:
-        raise ValueError(f"method {method.name!r} is already registered")
+    """Add ``method`` to :data:`METHODS`.
+
+    A name registered twice by different code is an error; the same module imported a second
+    time (pytest's doctest collection does that) re-registers its own entry in place.
+    """
+    known = METHODS.get(method.name)
+    if known is not None and known.target != method.target:
+        raise ValueError(f"method {method.name!r} is already registered by {known.target}")
     if method.needs not in ("tokens", "load", "nothing"):
         raise ValueError(f"method {method.name!r}: needs must be tokens, load or nothing")
     METHODS[method.name] = method
