@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PlacementInputError
+from ..errors import PlacementInputError, input_error
 from ..methods import Option
 from ..milp import MilpModel, SolveParams, SolveResult
 
 __all__ = ["SOLVER_OPTIONS", "SolveFailedError", "solve_model", "solver_params", "proof_fields",
-           "assignment_from_x"]
+           "assignment_from_x", "experts_per_gpu_cap"]
 
 
 class SolveFailedError(RuntimeError):
@@ -84,3 +84,19 @@ def assignment_from_x(x: np.ndarray) -> np.ndarray:
         bad = np.argwhere(r.sum(axis=-1) != 1)[0]
         raise SolveFailedError(f"solution row {tuple(int(i) for i in bad)} is not a one-hot assignment")
     return np.argmax(r, axis=-1).astype(np.int64)
+
+
+def experts_per_gpu_cap(experts_per_gpu: int, num_experts: int, num_gpus: int) -> int:
+    """The per-layer expert cap ``m`` of a GPU from the ``experts_per_gpu`` option (0: ``ceil(E/G)``).
+
+    >>> experts_per_gpu_cap(0, 256, 32), experts_per_gpu_cap(10, 256, 32)
+    (8, 10)
+    """
+    E, G = int(num_experts), int(num_gpus)
+    if experts_per_gpu < 0:
+        raise input_error(f"must be >= 0 (0: ceil(E/G)), got {experts_per_gpu}", field="experts_per_gpu")
+    m = int(experts_per_gpu) or -(-E // G)
+    if m * G < E:
+        raise input_error(f"experts_per_gpu={m} gives {m * G} slots per layer on {G} GPUs, fewer than the "
+                          f"{E} experts of a layer; use at least {-(-E // G)}", field="experts_per_gpu")
+    return m

@@ -79,7 +79,14 @@ from ..evaluate import DEFAULT_HIDDEN_SIZE, DTYPE_BYTES
 from ..methods import Method, Option, Solution, register
 from ..milp import MilpBuilder, MilpModel, relative_gap
 from ..placement import Placement
-from ._common import SOLVER_OPTIONS, SolveFailedError, assignment_from_x, solve_model, solver_params
+from ._common import (
+    SOLVER_OPTIONS,
+    SolveFailedError,
+    assignment_from_x,
+    experts_per_gpu_cap,
+    solve_model,
+    solver_params,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..stats import TraceStats
@@ -130,12 +137,7 @@ def build_instance(stats: TraceStats, topology: Topology, *, experts_per_gpu: in
     """Validate the options and compute ``w``, ``Kd`` and ``Kc`` (vectorised, sparse routes)."""
     trace = stats.trace
     L, E, G = trace.num_layers, trace.num_experts, topology.num_gpus
-    if experts_per_gpu < 0:
-        raise input_error(f"must be >= 0 (0: ceil(E/G)), got {experts_per_gpu}", field="experts_per_gpu")
-    m = int(experts_per_gpu) or -(-E // G)
-    if m * G < E:
-        raise input_error(f"experts_per_gpu={m} gives {m * G} slots per layer on {G} GPUs, fewer than the "
-                          f"{E} experts of a layer; use at least {-(-E // G)}", field="experts_per_gpu")
+    m = experts_per_gpu_cap(experts_per_gpu, E, G)
     if dtype not in DTYPE_BYTES:
         raise input_error(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPE_BYTES)}", field="dtype")
     if hidden_size < 0:

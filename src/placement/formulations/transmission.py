@@ -106,7 +106,14 @@ from ..errors import input_error
 from ..methods import Method, Option, Solution, register
 from ..milp import MilpBuilder, MilpModel, relative_gap
 from ..placement import Placement
-from ._common import SOLVER_OPTIONS, SolveFailedError, assignment_from_x, solve_model, solver_params
+from ._common import (
+    SOLVER_OPTIONS,
+    SolveFailedError,
+    assignment_from_x,
+    experts_per_gpu_cap,
+    solve_model,
+    solver_params,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..stats import TraceStats
@@ -268,12 +275,7 @@ def build_instance(stats: TraceStats, topology: Topology, *, variant: str = "tra
             raise input_error(f"must be one of {list(allowed)}, got {value!r}", field=name)
     trace = stats.trace
     L, E, k, G = trace.num_layers, trace.num_experts, trace.top_k, topology.num_gpus
-    if experts_per_gpu < 0:
-        raise input_error(f"must be >= 0 (0: ceil(E/G)), got {experts_per_gpu}", field="experts_per_gpu")
-    m = int(experts_per_gpu) or -(-E // G)
-    if m * G < E:
-        raise input_error(f"experts_per_gpu={m} gives {m * G} slots per layer on {G} GPUs, fewer than the "
-                          f"{E} experts of a layer; use at least {-(-E // G)}", field="experts_per_gpu")
+    m = experts_per_gpu_cap(experts_per_gpu, E, G)
     if memory < 0:
         raise input_error(f"must be >= 0 (0: no limit), got {memory}", field="memory")
     shared = L * int(trace.model.num_shared_experts) if shared_experts else 0
