@@ -598,8 +598,11 @@ def decode(model: MilpModel, solution: np.ndarray) -> np.ndarray:
     return assignment_from_x(model.block_values(solution, "x"))
 
 
-def canonical(P: AffinityProblem, a: np.ndarray) -> np.ndarray:
-    """Relabel interchangeable GPUs by first appearance in layer 0 (what the symmetry rows demand)."""
+def canonical(P: Any, a: np.ndarray) -> np.ndarray:
+    """Relabel interchangeable GPUs by first appearance in layer 0 (what the symmetry rows demand).
+
+    ``P`` is any problem with ``G`` and ``uniform`` (ExFlow's and MoETuner's joint model share it).
+    """
     if not P.uniform:
         return a
     _, idx = np.unique(a[0], return_index=True)

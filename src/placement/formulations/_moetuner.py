@@ -26,6 +26,7 @@ from ..evaluate import DEFAULT_HIDDEN_SIZE, DTYPE_BYTES
 from ..methods import Solution
 from ..milp import MilpBuilder, MilpModel
 from ._common import SolveFailedError, assignment_from_x, solve_model, solver_params
+from ._exflow import canonical
 from ._exflow import rel_gap as _gap
 
 
@@ -470,18 +471,6 @@ def run_sequential(stats: Any, topology: Any, *, cost: str, backend: str, time_l
                      info)
 
 
-def _canonical_gpus(P, a: np.ndarray) -> np.ndarray:
-    """With interchangeable GPUs, relabel them in order of first use in layer 0 (the joint model's
-    symmetry-breaking order), so a warm start stays feasible; otherwise return ``a`` unchanged."""
-    if not P.uniform:
-        return a
-    _, idx = np.unique(a[0], return_index=True)
-    order = a[0][np.sort(idx)]
-    perm = np.empty(P.G, dtype=np.int64)
-    perm[order] = np.arange(P.G)
-    return perm[a]
-
-
 def run_joint(stats: Any, topology: Any, *, cost: str, eps: float, warm: bool, backend: str,
               time_limit: float, rel_gap: float, threads: int, verbose: bool) -> Solution:
     """The joint model; ``eps < 0`` takes the sequential solution's own load ratio (same balance)."""
@@ -494,7 +483,7 @@ def run_joint(stats: Any, topology: Any, *, cost: str, eps: float, warm: bool, b
         seq = run_sequential(stats, topology, cost=cost, backend=backend,
                              time_limit=0.3 * total if total else 0.0, rel_gap=rel_gap, threads=threads,
                              verbose=False)
-        a0 = _canonical_gpus(P, seq.placement.assignment())
+        a0 = canonical(P, seq.placement.assignment())
         info["sequential_objective"] = comm(P, a0) * P.unit
         info["sequential_max_load_ratio"] = max_ratio(P, a0)
         if eps < 0:
@@ -513,7 +502,7 @@ def run_joint(stats: Any, topology: Any, *, cost: str, eps: float, warm: bool, b
     ws = None
     if a0 is not None and max_ratio(P, a0) <= 1.0 + eps + 1e-12:
         budget = 0.2 * (total - (time.perf_counter() - t0)) if total else 10.0
-        a0 = _canonical_gpus(P, swap_descent(P, a0, time.perf_counter() + budget, experts=True, cap=cap))
+        a0 = canonical(P, swap_descent(P, a0, time.perf_counter() + budget, experts=True, cap=cap))
     if warm and a0 is not None and max_ratio(P, a0) <= 1.0 + eps + 1e-12:
         onehot = np.zeros((P.L, P.E, P.G))
         onehot[np.arange(P.L)[:, None], np.arange(P.E)[None, :], a0] = 1.0
