@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .costs import DEFAULT_HIDDEN_SIZE, DTYPE_BYTES
 from .errors import input_error
 from .placement import Placement
 from .stats import TraceStats
@@ -66,8 +67,6 @@ __all__ = ["evaluate", "Metrics", "route_layer", "replica_tables", "first_of_eac
 
 DISPATCH_MODELS = ("origin", "coherent")
 ORIGIN_MODES = ("auto", "trace", "uniform", "round_robin")
-DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "fp8": 1, "int8": 1}
-DEFAULT_HIDDEN_SIZE = 4096
 #: expert selections replayed at once when averaging over origins (bounds temporary memory)
 _VIRTUAL_SELECTIONS = 1 << 24
 
