@@ -18,9 +18,10 @@ import pytest
 import placement
 from placement import Placement, evaluate
 from placement.api import as_stats
+from placement.errors import SolveFailedError
 from placement.formulations import _exflow as X
 from placement.formulations import _moetuner as MT
-from placement.formulations._common import SolveFailedError, solve_model, solver_params
+from placement.formulations._common import solve_model, solver_params
 from placement.topology import preset
 from placement.trace import ModelSpec, Trace, save_trace
 

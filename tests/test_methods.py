@@ -74,7 +74,7 @@ def test_tokens_method_refuses_counts():
     from placement.methods import Method, run_method
     from placement.stats import TraceStats
 
-    fake = Method("needs-tokens", "test", "placement.methods:contiguous_method", needs="tokens")
+    fake = Method("needs-tokens", "test", "placement.baselines.methods:contiguous_method", needs="tokens")
     METHODS[fake.name] = fake
     try:
         ct = Trace.from_counts(ModelSpec("c", 1, 4, 1), np.ones((1, 4), dtype=int))

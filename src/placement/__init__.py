@@ -12,8 +12,9 @@ from ._version import __version__
 from .api import compare, metrics_table, solve
 from .errors import NeedsTokenTraceError, PlacementInputError
 from .evaluate import Metrics, evaluate
-from .methods import METHODS, Solution
+from .methods import METHODS
 from .placement import Placement, load_placement
+from .solution import Solution, Termination
 from .stats import TraceStats
 from .trace import ModelSpec, Trace, load_trace, save_trace
 
@@ -26,6 +27,7 @@ __all__ = [
     "Placement",
     "PlacementInputError",
     "Solution",
+    "Termination",
     "Trace",
     "TraceStats",
     "compare",

@@ -7,7 +7,7 @@ turns it into exit status 2 without a traceback.
 
 from __future__ import annotations
 
-__all__ = ["PlacementInputError", "NeedsTokenTraceError", "input_error"]
+__all__ = ["PlacementInputError", "NeedsTokenTraceError", "input_error", "SolveFailedError"]
 
 
 class PlacementInputError(ValueError):
@@ -42,3 +42,11 @@ class NeedsTokenTraceError(PlacementInputError):
 def input_error(message: str, source: str | None = None, field: str | None = None) -> PlacementInputError:
     """Build a :class:`PlacementInputError` (a small helper so call sites stay one line)."""
     return PlacementInputError(message, source=source, field=field)
+
+
+class SolveFailedError(RuntimeError):
+    """A solve ended without a usable solution (infeasible, solver error, or a limit before any solution).
+
+    Raised instead of returning a placement, so a failed solve is never mistaken for an answer; the
+    message carries the backend's termination, limit and raw status.
+    """

@@ -414,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"placement: error: {exc}\n")
         return 2
     except RuntimeError as exc:
-        from ..formulations._common import SolveFailedError
+        from ..errors import SolveFailedError
 
         if not isinstance(exc, SolveFailedError):
             raise

@@ -1,5 +1,5 @@
 """Plumbing shared by the formulation methods: solve a :class:`~placement.milp.MilpModel` through a
-backend, refuse to hide a failed solve, and turn the result into a :class:`~placement.methods.Solution`.
+backend, refuse to hide a failed solve, and turn the result into a :class:`~placement.solution.Solution`.
 
 Formulation modules build models from statistics and topology arrays and never import a solver;
 they call :func:`solve_model`, which reaches the solver only through :mod:`placement.backends`.
@@ -7,21 +7,14 @@ they call :func:`solve_model`, which reaches the solver only through :mod:`place
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import numpy as np
 
-from ..errors import PlacementInputError, input_error
-from ..methods import Option
+from ..errors import PlacementInputError, SolveFailedError, input_error
 from ..milp import MilpModel, SolveParams, SolveResult
+from ..registry import Option
 
-__all__ = ["SOLVER_OPTIONS", "SolveFailedError", "solve_model", "solver_params", "proof_fields",
-           "assignment_from_x", "experts_per_gpu_cap"]
-
-
-class SolveFailedError(RuntimeError):
-    """A solve ended without a usable solution (infeasible, error, or a limit before any solution)."""
+__all__ = ["SOLVER_OPTIONS", "SolveFailedError", "solve_model", "solver_params", "assignment_from_x",
+           "experts_per_gpu_cap"]
 
 
 #: Options every MILP-backed method accepts (``--option backend=cpsat`` etc. on the CLI).
@@ -58,19 +51,6 @@ def solve_model(model: MilpModel, backend: str, params: SolveParams) -> SolveRes
         raise SolveFailedError(f"{backend} found no solution: termination={result.termination}, "
                                f"limit={result.limit}, status={result.raw_status} {result.message}".strip())
     return result
-
-
-def proof_fields(result: SolveResult) -> dict[str, Any]:
-    """``termination``, ``objective``, ``bound``, ``gap`` and solver info for a :class:`Solution`."""
-    return {
-        "termination": str(result.termination),
-        "objective": float(result.objective),
-        "bound": float(result.bound) if math.isfinite(result.bound) else None,
-        "gap": float(result.gap) if math.isfinite(result.gap) else None,
-        "wall_time": float(result.wall_time),
-        "info": {"backend": result.backend, "limit": str(result.limit), "nodes": result.nodes,
-                 "raw_status": result.raw_status, "scaling_error": result.scaling_error},
-    }
 
 
 def assignment_from_x(x: np.ndarray) -> np.ndarray:

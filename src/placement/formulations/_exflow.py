@@ -26,7 +26,7 @@ import scipy.sparse as sp
 
 from ..errors import input_error
 from ..evaluate import DEFAULT_HIDDEN_SIZE, DTYPE_BYTES
-from ..milp import MilpBuilder, MilpModel
+from ..milp import MilpBuilder, MilpModel, Termination, relative_gap
 from ._common import SolveFailedError, assignment_from_x, solve_model, solver_params
 
 COSTS = ("cross", "hops", "time")
@@ -516,7 +516,7 @@ def _bmatching(t: sp.csr_matrix, b: int, backend: str, deadline: float) -> tuple
         res = solve_model(model, backend, solver_params(time_limit=left, rel_gap=1e-9))
     except SolveFailedError:
         return float(t.sum()), False
-    optimal = str(res.termination) == "optimal"
+    optimal = res.termination is Termination.OPTIMAL
     # an optimal LP value is the bound; otherwise only a proven dual bound counts
     bnd = float(res.objective) if optimal and not model.is_mip else float(res.bound)
     if not math.isfinite(bnd):
@@ -618,17 +618,16 @@ class AffinityResult:
     assignment: np.ndarray
     objective: float  # count units
     bound: float | None  # count units
-    termination: str
+    termination: Termination
     info: dict[str, Any]
 
 
 def rel_gap(obj: float, bound: float | None) -> float | None:
-    """``(objective - bound) / objective`` (0 when both are 0); ``None`` without a bound."""
+    """:func:`~placement.milp.relative_gap` of ``obj`` and ``bound`` (a bound above ``obj`` is rounding and
+    counts as ``obj``); ``None`` without a finite bound."""
     if bound is None or not math.isfinite(bound):
         return None
-    if obj <= 0:
-        return 0.0
-    return max(0.0, (obj - bound) / obj)
+    return relative_gap(obj, min(bound, obj))
 
 
 def run_exflow(P: AffinityProblem, *, strategy: str = "auto", backend: str = "highs", time_limit: float = 60.0,
@@ -645,8 +644,8 @@ def run_exflow(P: AffinityProblem, *, strategy: str = "auto", backend: str = "hi
         check_balanced(P, a)
         v = objective(P, a)
         g = rel_gap(v, bound)
-        term = "optimal" if g is not None and g <= max(rel_gap_target, 1e-9) else (
-            "feasible" if bound is not None else "heuristic")
+        term = Termination.OPTIMAL if g is not None and g <= max(rel_gap_target, 1e-9) else (
+            Termination.FEASIBLE if bound is not None else Termination.HEURISTIC)
         info.update(solver=how, wall_time=time.perf_counter() - t0)
         return AffinityResult(a, v, bound if bound is None else min(bound, v), term, info)
 
@@ -697,7 +696,7 @@ def run_exflow(P: AffinityProblem, *, strategy: str = "auto", backend: str = "hi
     res = solve_model(model, backend, params)
     a2 = decode(model, res.solution)
     v2 = objective(P, a2)
-    info.update(milp_termination=str(res.termination), milp_limit=str(res.limit), backend=res.backend,
+    info.update(milp_termination=res.termination.value, milp_limit=res.limit.value, backend=res.backend,
                 nodes=res.nodes)
     if v2 < v:
         a, v = a2, v2
@@ -752,7 +751,7 @@ def run_bisect(stats: Any, P: AffinityProblem, *, prefixes: int = 4, solve_cap: 
     v = objective(P, a)
     check_balanced(P, a)
     stats_out["wall_time"] = time.perf_counter() - t0
-    return AffinityResult(a, v, None, "heuristic", stats_out)
+    return AffinityResult(a, v, None, Termination.HEURISTIC, stats_out)
 
 
 def _bisect_solve(T: tuple[sp.csr_matrix, ...], sets: list[np.ndarray], n1: int, start: np.ndarray, cap: float,
@@ -799,7 +798,7 @@ def _bisect_solve(T: tuple[sp.csr_matrix, ...], sets: list[np.ndarray], n1: int,
     except SolveFailedError:
         out["capped"] += 1
         return start
-    if str(res.termination) != "optimal":
+    if res.termination is not Termination.OPTIMAL:
         out["capped"] += 1
     sol = np.rint(model.block_values(res.solution, "x"))
     if not np.all(sol.sum(axis=1) == n1):

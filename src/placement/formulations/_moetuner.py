@@ -23,8 +23,8 @@ import scipy.sparse as sp
 
 from ..errors import input_error
 from ..evaluate import DEFAULT_HIDDEN_SIZE, DTYPE_BYTES
-from ..methods import Solution
-from ..milp import MilpBuilder, MilpModel
+from ..milp import MilpBuilder, MilpModel, Termination
+from ..solution import Solution, make_solution
 from ._common import SolveFailedError, assignment_from_x, solve_model, solver_params
 from ._exflow import canonical
 from ._exflow import rel_gap as _gap
@@ -332,20 +332,19 @@ def product_warm(P: TunerProblem, model: MilpModel, onehot: np.ndarray, W: np.nd
 
 # ---------------------------------------------------------------------------------------------- drivers
 def _solution(P: TunerProblem, topology: Any, method: str, a: np.ndarray, obj: float, bound: float | None,
-              termination: str, wall: float, info: dict[str, Any]) -> Solution:
+              termination: Termination, wall: float, info: dict[str, Any]) -> Solution:
     from ..placement import Placement
 
     placement = Placement.from_assignment(a, topology.num_gpus, metadata={"method": method, "cost": P.cost})
     info = dict(info)
     info.update(max_load_ratio=max_ratio(P, a), load_deviation=imbalance(P, a), cost=P.cost)
-    return Solution(placement=placement, method=method, termination=termination, objective=obj * P.unit,
-                    bound=None if bound is None else bound * P.unit, gap=_gap(obj, bound), wall_time=wall,
-                    info=info)
+    return make_solution(placement, method, termination=termination, objective=obj * P.unit,
+                         bound=None if bound is None else bound * P.unit, wall_time=wall, info=info)
 
 
 def _term(obj: float, bound: float | None, target: float) -> str:
     g = _gap(obj, bound)
-    return "optimal" if g is not None and g <= max(target, 1e-9) else "feasible"
+    return Termination.OPTIMAL if g is not None and g <= max(target, 1e-9) else Termination.FEASIBLE
 
 
 def _dev(load: np.ndarray, clusters: np.ndarray, G: int) -> float:
@@ -373,9 +372,9 @@ def solve_ilp1(P: TunerProblem, backend: str, time_limit: float, rel_gap_target:
         if _dev(n[0], got[0], P.G) <= _dev(n[0], start[layer], P.G):
             cl[layer] = got[0]
         bound += min(float(res.bound) if math.isfinite(res.bound) else 0.0, _dev(n[0], cl[layer], P.G))
-        terms.add(str(res.termination))
+        terms.add(res.termination)
     obj = imbalance(P, cl)
-    return cl, obj, min(bound, obj), "optimal" if terms == {"optimal"} else "feasible"
+    return cl, obj, min(bound, obj), Termination.OPTIMAL if terms == {Termination.OPTIMAL} else Termination.FEASIBLE
 
 
 def bottleneck_matching(W: np.ndarray) -> tuple[np.ndarray, float]:
@@ -463,9 +462,9 @@ def run_sequential(stats: Any, topology: Any, *, cost: str, backend: str, time_l
         if math.isfinite(res.bound):
             bound = max(bound, float(res.bound))
         bound = min(bound, obj)
-        ilp2_term = str(res.termination)
+        ilp2_term = res.termination.value
     info = {"ilp1_objective": obj1, "ilp1_bound": bound1, "ilp1_gap": _gap(obj1, bound1),
-            "ilp1_termination": term1, "ilp2_termination": ilp2_term, "backend": backend,
+            "ilp1_termination": term1.value, "ilp2_termination": ilp2_term, "backend": backend,
             "bound_scope": "ILP2 given the ILP1 clusters"}
     return _solution(P, topology, "moetuner", a, obj, bound, _term(obj, bound, rel_gap), time.perf_counter() - t0,
                      info)
@@ -520,7 +519,7 @@ def run_joint(stats: Any, topology: Any, *, cost: str, eps: float, warm: bool, b
         a, obj = a0, comm(P, a0)
     bound = float(res.bound) if math.isfinite(res.bound) else None
     bound = None if bound is None else min(bound, obj)
-    info.update(solver_termination=str(res.termination), limit=str(res.limit), backend=res.backend)
+    info.update(solver_termination=res.termination.value, limit=res.limit.value, backend=res.backend)
     if info.get("sequential_objective"):
         info["gain_vs_sequential"] = 1.0 - obj * P.unit / info["sequential_objective"]
     return _solution(P, topology, "moetuner-joint", a, obj, bound, _term(obj, bound, rel_gap),

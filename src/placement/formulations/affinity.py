@@ -76,14 +76,15 @@ Joint (``moetuner-joint``)
     ``z[l] >= D[u, v] sum_i r[l, i, u, v]``; ``min sum_l z[l]``.
 
 Objectives are reported in the evaluator's units (fractions, hop-transmissions per token,
-tokens x weight); ``gap = (objective - bound) / objective``.
+tokens x weight); the gap is the project's :func:`~placement.milp.relative_gap`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..methods import Method, Option, Solution, register
+from ..registry import Method, Option, register
+from ..solution import Solution, make_solution
 from ._common import SOLVER_OPTIONS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,7 +98,6 @@ _COST_CHOICES = ("cross", "hops", "time")
 
 def _solution(res: Any, P: Any, method: str, topology: Topology, extra: dict[str, Any] | None = None) -> Solution:
     from ..placement import Placement
-    from ._exflow import rel_gap
 
     info = dict(res.info)
     info.update(extra or {})
@@ -106,8 +106,8 @@ def _solution(res: Any, P: Any, method: str, topology: Topology, extra: dict[str
     bound = None if res.bound is None else res.bound / P.scale
     placement = Placement.from_assignment(res.assignment, topology.num_gpus,
                                           metadata={"method": method, "cost": P.cost})
-    return Solution(placement=placement, method=method, termination=res.termination, objective=obj, bound=bound,
-                    gap=rel_gap(res.objective, res.bound), wall_time=wall, info=info)
+    return make_solution(placement, method, termination=res.termination, objective=obj, bound=bound,
+                         wall_time=wall, info=info)
 
 
 # ---------------------------------------------------------------------------------------------- ExFlow

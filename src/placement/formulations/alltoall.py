@@ -60,7 +60,7 @@ Examples
 >>> ex = np.array([[[0], [1]], [[2], [3]], [[0], [0]]])   # 3 tokens, 2 layers, top-1
 >>> t = Trace.from_tokens(ModelSpec("toy", num_layers=2, num_experts=4, top_k=1), ex)
 >>> sol = solve(t, "fat-tree:2x4", method="alltoall-time")
->>> sol.termination, sol.gap
+>>> sol.termination.value, sol.gap
 ('optimal', 0.0)
 """
 
@@ -76,9 +76,10 @@ import scipy.sparse as sp
 
 from ..errors import input_error
 from ..evaluate import DEFAULT_HIDDEN_SIZE, DTYPE_BYTES
-from ..methods import Method, Option, Solution, register
 from ..milp import MilpBuilder, MilpModel, relative_gap
 from ..placement import Placement
+from ..registry import Method, Option, register
+from ..solution import Solution, Termination, make_solution
 from ._common import (
     SOLVER_OPTIONS,
     SolveFailedError,
@@ -382,7 +383,7 @@ def _load_lp_bound(inst: AlltoallInstance, w: np.ndarray, backend: str, threads:
         res = solve_model(build_load_lp(inst, w, unit), backend, solver_params(0.0, 0.0, threads, False))
     except SolveFailedError:
         return 0.0
-    if str(res.termination) != "optimal":
+    if res.termination is not Termination.OPTIMAL:
         return 0.0
     return max(float(res.objective) * unit * (1 - _LP_SAFETY), 0.0)
 
@@ -423,11 +424,11 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
                             "arcs_combine": int(inst.arcs_c.size), "latency_s": inst.latency_s,
                             "search_passes": passes, "heuristic_objective": float(objs.sum()),
                             "arc_bound": float(arc_bounds.sum()), **inst.info}
-    termination = "heuristic"
+    termination = Termination.HEURISTIC
     if solver == "milp":
         improved = solved = 0
         limits: list[str] = []
-        termination = "optimal"
+        termination = Termination.OPTIMAL
         info["load_lp_bound"] = float(lp_bounds.sum())
         for layer in range(L):
             w = inst.weight[layer]
@@ -436,7 +437,7 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
             remaining = budget - (time.perf_counter() - t0)
             per = remaining / (L - layer)
             if per <= 0.05:
-                termination = "feasible"
+                termination = Termination.FEASIBLE
                 limits.append("time")
                 continue
             unit = float(2.0 ** round(math.log2(objs[layer])))
@@ -450,12 +451,12 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
             try:
                 result = solve_model(model, backend, params)
             except SolveFailedError:
-                termination = "feasible"
+                termination = Termination.FEASIBLE
                 limits.append("no-solution")
                 continue
             solved += 1
-            if str(result.termination) != "optimal":
-                termination = "feasible"
+            if result.termination is not Termination.OPTIMAL:
+                termination = Termination.FEASIBLE
                 limits.append(str(result.limit))
             if math.isfinite(result.bound):
                 bounds[layer] = max(bounds[layer], float(result.bound) * unit)
@@ -475,17 +476,13 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
     bounds = np.minimum(bounds, objs)  # a bound above the objective is rounding only
     objective = float(objs.sum())
     bound = float(bounds.sum())
-    # relative to the objective (seconds are far below relative_gap's floor of 1)
-    gap = relative_gap(objective / objective, bound / objective) if objective > 0 else relative_gap(objective, bound)
-    if math.isfinite(gap) and gap <= 1e-12:
-        bound, gap = objective, 0.0
-    if solver == "milp" and termination != "optimal" and gap <= max(rel_gap, 10 * _LP_SAFETY):
-        termination = "optimal"
+    gap = relative_gap(objective, bound)
+    if solver == "milp" and termination is not Termination.OPTIMAL and gap <= max(rel_gap, 10 * _LP_SAFETY):
+        termination = Termination.OPTIMAL
     placement = Placement.from_assignment(assign, G, slots_per_gpu=inst.per_layer,
                                           metadata={"method": "alltoall-time"})
-    return Solution(placement=placement, method="alltoall-time", termination=termination, objective=objective,
-                    bound=bound, gap=gap if math.isfinite(gap) else None, wall_time=time.perf_counter() - t0,
-                    info=info)
+    return make_solution(placement, "alltoall-time", termination=termination, objective=objective, bound=bound,
+                         wall_time=time.perf_counter() - t0, info=info)
 
 
 _OPTIONS: tuple[Option, ...] = (

@@ -86,7 +86,7 @@ Examples
 >>> t = Trace.from_tokens(ModelSpec("toy", num_layers=2, num_experts=4, top_k=2), ex)
 >>> topo = "fat-tree:servers=3,gpus=1,servers_per_leaf=2"   # GPU 2 sits under the other leaf
 >>> sol = solve(t, topo, method="transmission-load")
->>> sol.termination, sol.objective, sol.gap
+>>> sol.termination.value, sol.objective, sol.gap
 ('optimal', 16.0, 0.0)
 >>> sol.placement.assignment().tolist()   # the far GPU gets nothing: h = [4, 4, 16/3]
 [[0, 1, 0, 1], [0, 1, 0, 1]]
@@ -103,9 +103,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import input_error
-from ..methods import Method, Option, Solution, register
-from ..milp import MilpBuilder, MilpModel, relative_gap
+from ..milp import MilpBuilder, MilpModel
 from ..placement import Placement
+from ..registry import Method, Option, register
+from ..solution import Solution, Termination, make_solution
 from ._common import (
     SOLVER_OPTIONS,
     SolveFailedError,
@@ -508,7 +509,7 @@ def _run(variant: str, stats: TraceStats, topology: Topology, *, solver: str, or
     if solver == "structured":
         res = solve_structured(inst)
         assign, objective, bound = res.assign, res.objective, res.bound
-        termination = "optimal"
+        termination = Termination.OPTIMAL
         info.update({"path": res.path, "coupling": res.coupling})
         info.update({k: v for k, v in res.info.items() if isinstance(v, (bool, int, float))})
     else:
@@ -519,7 +520,7 @@ def _run(variant: str, stats: TraceStats, topology: Topology, *, solver: str, or
         x = model.block_values(result.solution, "x")
         info.update({"limit": str(result.limit), "raw_status": result.raw_status, "nodes": result.nodes,
                      "solver_s": result.wall_time, "scaling_error": result.scaling_error})
-        termination = str(result.termination)
+        termination = result.termination
         if solver == "lp":
             frac = float(np.abs(x - np.rint(x)).max()) if x.size else 0.0
             info["lp_max_fractionality"] = frac
@@ -528,24 +529,18 @@ def _run(variant: str, stats: TraceStats, topology: Topology, *, solver: str, or
                                        f"{frac:.3g} from an integer), not a vertex; use solver=milp or "
                                        "solver=structured")
             # an LP optimum bounds the ILP from below; the integral vertex attains it
-            bound = float(result.objective) if termination == "optimal" else -math.inf
+            bound = float(result.objective) if termination is Termination.OPTIMAL else -math.inf
         else:
             bound = float(result.bound)
         bound *= inst.cost_unit
         assign = assignment_from_x(x)
         objective = inst.objective(assign)
-        if math.isfinite(bound) and abs(objective - bound) <= 1e-9 * max(1.0, abs(objective)):
-            bound = min(bound, objective)
-    gap = relative_gap(objective, bound)
-    if math.isfinite(gap) and gap <= 1e-12:
-        bound, gap = objective, 0.0
     gpus = disaggregate(inst, assign)
     placement = Placement.from_assignment(gpus, inst.num_gpus, slots_per_gpu=inst.per_layer,
                                           metadata={"method": variant, "paper": "arXiv 2508.09229"})
     info["build_s"] = build_s
-    return Solution(placement=placement, method=variant, termination=termination, objective=objective,
-                    bound=bound if math.isfinite(bound) else None, gap=gap if math.isfinite(gap) else None,
-                    wall_time=time.perf_counter() - t0, info=info)
+    return make_solution(placement, variant, termination=termination, objective=objective, bound=bound,
+                         wall_time=time.perf_counter() - t0, info=info)
 
 
 def transmission_method(stats: TraceStats, topology: Topology, **options: Any) -> Solution:

@@ -5,12 +5,14 @@ from *which limit* stopped it (:class:`Limit`).
 
 Gap
 ---
-``gap = |objective - bound| / max(1, |objective|)``, the definition CP-SAT and MathOpt use
-for their relative gap limit (HiGHS divides by ``|objective|``; the two agree when
-``|objective| >= 1``). It is ``0`` when the two are equal (a proven optimum, up to the solver's
-tolerances; a solve that stops at ``rel_gap`` reports ``optimal`` with ``gap <= rel_gap``),
-``inf`` when a solution exists but no finite bound was proven and ``nan`` when there is no
-objective value (infeasible, no solution found, error).
+One definition for the whole project, scale-free:
+``gap = |objective - bound| / |objective|`` (HiGHS's and Gurobi's relative gap). It is ``0``
+when the two are equal (a proven optimum, up to the solver's tolerances; a solve that stops at
+``rel_gap`` reports ``optimal`` with ``gap <= rel_gap``), ``inf`` when a solution exists but no
+finite bound was proven or when the objective is 0 and the bound is not, and ``nan`` when there
+is no objective value (infeasible, no solution found, error). Every :class:`SolveResult`,
+:class:`Progress` line and :class:`~placement.solution.Solution` reports this gap, whatever units
+the objective has (seconds per step are far below 1, token counts far above).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Termination(str, Enum):
     INFEASIBLE_OR_UNBOUNDED = "infeasible_or_unbounded"  #: one of the two; the solver did not tell which
     NO_SOLUTION = "no_solution"  #: a limit stopped the search before any solution was found
     ERROR = "error"  #: the solver failed (numerics, invalid model...); see ``raw_status``/``message``
+    #: no optimality claim: a baseline or heuristic answered (never returned by a backend)
+    HEURISTIC = "heuristic"
 
     def __str__(self) -> str:
         return self.value
@@ -59,20 +63,22 @@ class Limit(str, Enum):
 
 
 def relative_gap(objective: float, bound: float) -> float:
-    """Relative gap ``|objective - bound| / max(1, |objective|)`` (see the module docstring).
+    """Relative gap ``|objective - bound| / |objective|`` (see the module docstring).
 
     >>> relative_gap(110.0, 100.0)
     0.09090909090909091
     >>> relative_gap(0.5, 0.25), relative_gap(3.0, 3.0), relative_gap(3.0, -math.inf)
-    (0.25, 0.0, inf)
+    (0.5, 0.0, inf)
+    >>> relative_gap(2e-6, 1e-6), relative_gap(0.0, 0.0), relative_gap(0.0, -1.0)
+    (0.5, 0.0, inf)
     """
     if math.isnan(objective) or math.isnan(bound):
         return math.nan
     if objective == bound:
         return 0.0
-    if math.isinf(objective) or math.isinf(bound):
+    if math.isinf(objective) or math.isinf(bound) or objective == 0.0:
         return math.inf
-    return abs(objective - bound) / max(1.0, abs(objective))
+    return abs(objective - bound) / abs(objective)
 
 
 @dataclass(frozen=True)

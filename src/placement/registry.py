@@ -1,0 +1,130 @@
+"""The method registry: what a placement method is called, what it needs and which options it takes.
+
+A leaf module: it imports nothing of the package but :mod:`placement.errors`, so every method
+module can register itself here without importing the others.  The catalogue
+(:mod:`placement.methods`) imports the method modules in a stated order; that order is the order of
+``placement methods`` and of :data:`METHODS`.
+
+A :class:`Method` names its function ``run(stats, topology, **options) -> Solution`` by import
+path, so listing methods imports no solver.  Options are declared with their type, default and
+help; unknown options are an error, never ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import input_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .solution import Solution
+
+__all__ = ["METHODS", "NEEDS", "KINDS", "Method", "Option", "get_method", "register"]
+
+#: What a method reads of the trace: per-token routing, expert loads (count traces work), or nothing.
+NEEDS = ("tokens", "load", "nothing")
+#: ``baseline`` (a rule or heuristic, no optimality claim) or ``formulation`` (an optimisation model).
+KINDS = ("baseline", "formulation")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method option: ``name``, a converter ``value_type`` (int, float, str, bool), ``default`` and ``help``.
+
+    ``choices`` restricts the value to a set; ``minimum`` to numbers at least that large.
+    """
+
+    name: str
+    value_type: Callable[[Any], Any]
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+
+    def convert(self, value: Any, method: str) -> Any:
+        try:
+            if self.value_type is bool and isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                out: Any = low in ("1", "true", "yes", "on")
+            else:
+                out = self.value_type(value)
+        except (TypeError, ValueError) as exc:
+            raise input_error(f"cannot convert {value!r} to {self.value_type.__name__} for option '{self.name}' of "
+                              f"method '{method}'", field=self.name) from exc
+        if self.choices is not None and out not in self.choices:
+            raise input_error(f"option '{self.name}' of method '{method}' must be one of {list(self.choices)}, "
+                              f"got {out!r}", field=self.name)
+        if self.minimum is not None and not out >= self.minimum:
+            raise input_error(f"option '{self.name}' of method '{method}' must be >= {self.minimum:g}, got {out!r}",
+                              field=self.name)
+        return out
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered placement method.
+
+    ``target`` is ``"module:function"``; the function is imported on first use and called as
+    ``function(stats, topology, **options)``.  ``needs`` is ``"tokens"`` (per-token routing),
+    ``"load"`` (expert loads; count traces work) or ``"nothing"`` (ignores the trace).
+    """
+
+    name: str
+    summary: str
+    target: str
+    needs: str = "nothing"
+    kind: str = "baseline"
+    options: tuple[Option, ...] = ()
+    paper: str | None = None
+
+    def resolve(self) -> Callable[..., Solution]:
+        module, _, func = self.target.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+    def parse_options(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with ``values`` converted to each option's type; unknown names are an error."""
+        known = {o.name: o for o in self.options}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            listed = ", ".join(sorted(known)) or "none"
+            raise input_error(f"unknown option(s) {unknown} for method '{self.name}'; its options are: {listed}",
+                              field="option")
+        out = {o.name: o.default for o in self.options}
+        for name, value in values.items():
+            out[name] = known[name].convert(value, self.name)
+        return out
+
+
+
+#: Registered methods by name, in catalogue order (see :mod:`placement.methods`).
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS`.
+
+    A name registered twice by different code is an error; the same module imported a second
+    time (pytest's doctest collection does that) re-registers its own entry in place.
+    """
+    known = METHODS.get(method.name)
+    if known is not None and known.target != method.target:
+        raise ValueError(f"method {method.name!r} is already registered by {known.target}")
+    if method.needs not in NEEDS:
+        raise ValueError(f"method {method.name!r}: needs must be one of {NEEDS}")
+    if method.kind not in KINDS:
+        raise ValueError(f"method {method.name!r}: kind must be one of {KINDS}")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name`` (the error lists the registered names)."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise input_error(f"unknown method {name!r}; choose one of {list(METHODS)}", field="method") from None
