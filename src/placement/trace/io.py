@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,8 @@ from .._io import atomic_path
 from ..errors import PlacementInputError, input_error
 from ._trace import ModelSpec, Trace
 
-__all__ = ["load_trace", "save_trace", "FORMATS"]
+__all__ = ["load_trace", "save_trace", "FORMATS", "TraceFormat", "TRACE_FILE_FORMATS"]
 
-FORMATS = ("npz", "npy", "csv", "parquet")
 _LONG_COLUMNS = ("token", "layer", "rank_in_topk", "expert")
 
 
@@ -70,44 +71,47 @@ def load_trace(path: str | os.PathLike[str], *, format: str | None = None,
         raise input_error("file not found; check the path", src)
     if p.is_dir():
         raise input_error("is a directory, not a trace file", src)
-    if fmt == "npz":
-        return _load_npz(p, src)
-    if fmt == "npy":
-        return _load_exflow_npy(p, src, model)
-    return _load_long(p, src, fmt, model)
+    return TRACE_FILE_FORMATS[fmt].read(p, src, model)
 
 
 def save_trace(trace: Trace, path: str | os.PathLike[str], *, format: str | None = None) -> Path:
     """Write ``trace`` atomically (temp file + rename); returns the path written."""
     p = Path(path)
-    fmt = _format_of(p, format)
-    if fmt == "npz":
-        arrays: dict[str, Any] = {
-            "format": np.array("placement-trace"),
-            "version": np.array(1),
-            "model": np.array(json.dumps(trace.model.to_dict())),
-            "metadata": np.array(json.dumps(trace.metadata, default=str)),
-        }
-        if trace.experts is not None:
-            arrays["experts"] = trace.experts
-            if trace.weights is not None:
-                arrays["weights"] = trace.weights
-            if trace.origin is not None:
-                arrays["origin"] = trace.origin
-                arrays["num_ranks"] = np.array(trace.num_ranks)
-        else:
-            arrays["counts"] = trace.counts
-        with atomic_path(p, suffix=".npz") as tmp:
-            np.savez_compressed(tmp, **arrays)
-        return p
-    if fmt == "npy":
-        experts = trace.require_tokens("the ExFlow .npy format")
-        if trace.top_k != 1:
-            raise input_error(f"ExFlow's .npy format holds top-1 routing; this trace has top_k={trace.top_k}. "
-                              "Use .npz or .csv instead", str(p), "format")
-        with atomic_path(p, suffix=".npy") as tmp:
-            np.save(tmp, experts[:, :, 0])
-        return p
+    return TRACE_FILE_FORMATS[_format_of(p, format)].write(trace, p)
+
+
+def _write_npz(trace: Trace, p: Path) -> Path:
+    arrays: dict[str, Any] = {
+        "format": np.array("placement-trace"),
+        "version": np.array(1),
+        "model": np.array(json.dumps(trace.model.to_dict())),
+        "metadata": np.array(json.dumps(trace.metadata, default=str)),
+    }
+    if trace.experts is not None:
+        arrays["experts"] = trace.experts
+        if trace.weights is not None:
+            arrays["weights"] = trace.weights
+        if trace.origin is not None:
+            arrays["origin"] = trace.origin
+            arrays["num_ranks"] = np.array(trace.num_ranks)
+    else:
+        arrays["counts"] = trace.counts
+    with atomic_path(p, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return p
+
+
+def _write_exflow_npy(trace: Trace, p: Path) -> Path:
+    experts = trace.require_tokens("the ExFlow .npy format")
+    if trace.top_k != 1:
+        raise input_error(f"ExFlow's .npy format holds top-1 routing; this trace has top_k={trace.top_k}. "
+                          "Use .npz or .csv instead", str(p), "format")
+    with atomic_path(p, suffix=".npy") as tmp:
+        np.save(tmp, experts[:, :, 0])
+    return p
+
+
+def _write_long(trace: Trace, p: Path, fmt: str) -> Path:
     experts = trace.require_tokens(f"the long {fmt} format")
     frame = _to_long_frame(trace, experts)
     with atomic_path(p) as tmp:
@@ -274,3 +278,32 @@ def _load_long(p: Path, src: str, fmt: str, model: ModelSpec | None) -> Trace:
         model = ModelSpec("custom", num_layers=L, num_experts=int(experts.max()) + 1, top_k=k)
     return Trace.from_tokens(model, experts, weights=weights, origin=origin, source=src,
                              metadata={"format": f"long-{fmt}"})
+
+
+# ---------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class TraceFormat:
+    """A trace file format: its ``name`` (also its file suffix), a reader and a writer.
+
+    ``read(path, source, model) -> Trace`` validates and names the file and field of the first
+    problem; ``write(trace, path) -> Path`` writes atomically (temp file, then rename).
+    """
+
+    name: str
+    summary: str
+    read: Callable[[Path, str, ModelSpec | None], Trace]
+    write: Callable[[Trace, Path], Path]
+
+
+#: Trace file formats by name (= file suffix), in the order they are listed to users.
+TRACE_FILE_FORMATS: dict[str, TraceFormat] = {f.name: f for f in (
+    TraceFormat("npz", "native: token or count trace with model spec and metadata",
+                lambda p, src, model: _load_npz(p, src), _write_npz),
+    TraceFormat("npy", "ExFlow routing dump: top-1 expert ids [tokens, layers]", _load_exflow_npy, _write_exflow_npy),
+    TraceFormat("csv", "long format: one row per (token, layer, top-k rank)",
+                lambda p, src, model: _load_long(p, src, "csv", model), lambda t, p: _write_long(t, p, "csv")),
+    TraceFormat("parquet", "long format as parquet (needs pyarrow)",
+                lambda p, src, model: _load_long(p, src, "parquet", model), lambda t, p: _write_long(t, p, "parquet")),
+)}
+#: The format names, in order.
+FORMATS: tuple[str, ...] = tuple(TRACE_FILE_FORMATS)
