@@ -1,4 +1,5 @@
-"""MilpModel validation (messages are part of the contract), blocks, the bulk builder and MPS output."""
+"""MilpModel validation (messages are part of the contract), blocks and the bulk builder (MPS output:
+tests/test_backends_mps.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from placement.errors import PlacementInputError
-from placement.milp import ColumnBlock, MilpBuilder, MilpModel, RowBlock, SolveParams, relative_gap
+from placement.milp import ColumnBlock, MilpBuilder, MilpModel, RowBlock, relative_gap
 
 
 def fields(**over):
@@ -133,33 +134,22 @@ def test_max_violation_and_objective() -> None:
     assert relative_gap(2.0, 1.0) == 0.5
 
 
-def test_write_mps_round_trip(tmp_path) -> None:
-    highspy = pytest.importorskip("highspy")
-    # max 10 y0 + 13 y1 + 7 y2 + 8 y3 + 5 s.t. 5 y0 + 6 y1 + 3 y2 + 4 y3 <= 10, y binary, plus a
-    # continuous z in [0, 1.5] with cost 1 in a range row 1 <= y0 + z <= 2: optimum 21 + 5 + 1.5.
-    b = MilpBuilder(sense="max")
-    y = b.add_block("y", 4, "item", integer=True, upper=1, cost=[10, 13, 7, 8])
-    z = b.add_block("z", 1, "aux", upper=1.5, cost=1)
-    b.add_rows("weight", 1, np.zeros(4, int), y, [5, 6, 3, 4], upper=10)
-    b.add_rows("range", 1, [0, 0], [y[0], z[0]], lower=1, upper=2)
-    m = b.build(offset=5.0)
-    path = tmp_path / "knapsack.mps"
-    m.write_mps(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["knapsack.mps"]  # no temporary left behind
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.readModel(str(path))
-    h.run()
-    assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
-    assert h.getInfo().objective_function_value == pytest.approx(27.5)
-    from placement.backends import get_backend
+def test_milp_imports_nothing_from_backends() -> None:
+    # The dependency runs one way: backends import the model, the model never imports a backend.
+    import ast
+    from pathlib import Path
 
-    r = get_backend("highs").solve(m, SolveParams(rel_gap=0))
-    assert r.objective == pytest.approx(27.5)
+    import placement.milp
 
-
-def test_write_mps_into_missing_directory_fails_cleanly(tmp_path) -> None:
-    pytest.importorskip("highspy")
-    m = MilpModel(**fields())
-    with pytest.raises(PlacementInputError, match="does not exist"):
-        m.write_mps(tmp_path / "missing" / "model.mps")
+    offenders = []
+    for path in Path(placement.milp.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            offenders += [f"{path.name}: {n}" for n in names
+                          if n.startswith(("..backends", "placement.backends", "highspy", "ortools"))]
+    assert offenders == []

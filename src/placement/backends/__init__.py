@@ -4,6 +4,7 @@
 ``BACKENDS`` is the ordered registry (the order is the preference): ``highs`` (highspy),
 ``cpsat`` (OR-Tools CP-SAT), ``scip`` and ``highs-mathopt`` (OR-Tools MathOpt). Importing this
 package imports no solver; :meth:`Backend.available` imports one when asked.
+:func:`write_mps` writes a model as an MPS file for an external solver (through HiGHS).
 
 >>> list(BACKENDS)
 ['highs', 'cpsat', 'scip', 'highs-mathopt']
@@ -12,6 +13,7 @@ package imports no solver; :meth:`Backend.available` imports one when asked.
 from ..milp._result import Limit, Progress, SolveParams, SolveResult, Termination
 from ._base import Backend, BackendUnavailableError, ModelNotSupportedError
 from ._registry import BACKENDS, available_backends, choose_backend, get_backend
+from .mps import write_mps
 
 __all__ = [
     "BACKENDS",
@@ -26,4 +28,5 @@ __all__ = [
     "available_backends",
     "choose_backend",
     "get_backend",
+    "write_mps",
 ]

@@ -14,7 +14,6 @@ All checks live in :func:`_validate_model`; its messages are part of the tested 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,23 +252,6 @@ class MilpModel:
             if xi.size:
                 viol.append(float(np.max(np.abs(xi - np.round(xi)))))
         return max(viol)
-
-    # ------------------------------------------------------------------ files
-    def write_mps(self, path: str | os.PathLike[str]) -> None:
-        """Write the model as a (free) MPS file, atomically (temporary file, then rename).
-
-        The file is written by HiGHS (imported only here). Column and row names are HiGHS's
-        defaults (``c0``, ``r0``...); :meth:`describe_column` maps them back.
-        """
-        from .._io import atomic_path
-        from ..backends._highs import load_into_highs, new_highs
-
-        h = new_highs()
-        load_into_highs(h, self)
-        with atomic_path(path, suffix=".mps") as tmp:
-            status = h.writeModel(str(tmp))
-            if str(status).rsplit(".", 1)[-1] not in ("kOk", "kWarning"):
-                raise OSError(f"HiGHS could not write MPS file {path} (status {status})")
 
 
 def _as_vector(value: Any, name: str, n: int | None) -> np.ndarray:
