@@ -197,6 +197,73 @@ def test_warm_start_length_is_checked() -> None:
         backend.solve(tiny(), SolveParams(warm_start=np.zeros(3)))
 
 
+class Recording(Backend):
+    """A backend outside the registry that records the params it receives and solves nothing."""
+
+    name = "recording"
+    summary = "records its params"
+    install_hint = "nothing to install"
+    supports_threads = False  # supports_warm_start stays False (the default)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[SolveParams] = []
+
+    def _probe(self) -> tuple[bool, str]:
+        return True, "always"
+
+    def version(self) -> str:
+        return "0"
+
+    def option_names(self) -> list[str]:
+        return ["level"]
+
+    def _solve(self, model, params, monitor):
+        self.seen.append(params)
+        return self._result(model, monitor, termination=Termination.OPTIMAL, limit=Limit.NONE,
+                            solution=np.array([1.0, 0.0]), objective=1.0, bound=1.0, nodes=0,
+                            raw_status="done", message="solver detail")
+
+
+def test_unsupported_params_are_cleared_and_noted() -> None:
+    backend = Recording()
+    r = backend.solve(tiny(), SolveParams(threads=2, warm_start=np.array([1.0, 0.0]), time_limit=3.0))
+    seen = backend.seen[-1]
+    assert seen.threads is None and seen.warm_start is None and seen.time_limit == 3.0
+    assert r.message == ("solver detail; SolveParams.warm_start ignored: backend 'recording' cannot apply it; "
+                         "SolveParams.threads ignored: backend 'recording' cannot apply it")
+    r = backend.solve(tiny(), SolveParams(time_limit=3.0))
+    assert r.message == "solver detail"
+    with pytest.raises(ValueError, match="warm_start': has 3 values"):  # still validated
+        backend.solve(tiny(), SolveParams(warm_start=np.zeros(3)))
+
+
+def test_backend_outside_the_registry_checks_only_its_own_options() -> None:
+    backend = Recording()
+    backend.solve(tiny(), SolveParams(options={"recording": {"level": 1}, "gurobi": {"Threads": 2}}))
+    with pytest.raises(ValueError, match="unknown option 'levle' for backend 'recording'"):
+        backend.solve(tiny(), SolveParams(options={"recording": {"levle": 1}}))
+
+
+def test_threads_ignored_by_scip_is_noted() -> None:
+    backend = backend_or_skip("scip")
+    r = backend.solve(tiny(), SolveParams(threads=2))
+    assert r.termination is Termination.OPTIMAL
+    assert "SolveParams.threads ignored: backend 'scip' cannot apply it" in r.message
+
+
+def test_backend_base_does_not_import_the_registry() -> None:
+    # The registry imports the backends and hands each one the registry; never the other way round.
+    import ast
+    from pathlib import Path
+
+    import placement.backends._base as base
+
+    tree = ast.parse(Path(base.__file__).read_text())
+    modules = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in modules if m and "registry" in m]
+
+
 # ---------------------------------------------------------------------------- limits and starts
 
 

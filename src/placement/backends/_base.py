@@ -13,13 +13,14 @@ Solver callbacks (which run on solver threads) only store numbers in a :class:`S
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -159,30 +160,30 @@ def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None] | Non
     return box["value"]
 
 
-def _check_all_options(backend: Backend, params: SolveParams) -> None:
-    """Every key of ``params.options`` must be a registered backend, and every option name must be
-    known to its backend (checked for ``backend`` and for the other available backends, so a typo
-    fails even when another backend runs)."""
-    from ._registry import BACKENDS
-
-    for name, options in params.options.items():
-        other = BACKENDS.get(name)
-        if other is None:
-            raise input_error(f"options given for unknown backend {name!r}; known backends: "
-                              f"{', '.join(BACKENDS)}", source="SolveParams", field="options")
-        if other is backend:
-            backend.check_options(dict(options))
-        elif options and other.available()[0]:
-            other.check_options(dict(options))
+#: ``SolveParams`` field -> the capability flag a backend needs to receive it.
+_PARAM_CAPABILITIES: tuple[tuple[str, str], ...] = (
+    ("warm_start", "supports_warm_start"),
+    ("time_limit", "supports_time_limit"),
+    ("rel_gap", "supports_gap"),
+    ("threads", "supports_threads"),
+)
 
 
 class Backend(ABC):
     """A solver behind the neutral :class:`~placement.milp.MilpModel` / :class:`SolveResult` contract.
 
     Subclasses set the class attributes, implement :meth:`_probe`, :meth:`version`,
-    :meth:`option_names` (or override :meth:`check_options`) and :meth:`_solve`; the public
-    :meth:`solve` validates once (availability, options, capabilities, warm start) and
-    normalises the result.
+    :meth:`option_names` (or override :meth:`check_options`) and :meth:`_solve`, and run their
+    solver through :meth:`_run`; the public :meth:`solve` validates once (availability, options,
+    model, warm start), enforces the ``supports_*`` flags and normalises the result.
+
+    Parameters
+    ----------
+    registry:
+        The registry this backend belongs to (name -> backend, itself included), used to check
+        the options given for the other backends; the registry module passes
+        :data:`~placement.backends.BACKENDS`. ``None`` (a backend built outside the registry):
+        only this backend's own options are checked, options for any other name are ignored.
     """
 
     #: Registry name (``"highs"``).
@@ -191,16 +192,20 @@ class Backend(ABC):
     summary: ClassVar[str]
     #: What to install when :meth:`available` is false.
     install_hint: ClassVar[str]
+    # Capabilities, enforced by :meth:`check_model` (mip, lp), :meth:`solve` (the ``SolveParams``
+    # fields in ``_PARAM_CAPABILITIES``: cleared before :meth:`_solve` and noted in the message)
+    # and :meth:`_run` (interrupt).
     supports_mip: ClassVar[bool] = True  #: integer columns
     supports_lp: ClassVar[bool] = True  #: continuous columns
-    supports_warm_start: ClassVar[bool] = False
-    supports_time_limit: ClassVar[bool] = True
+    supports_warm_start: ClassVar[bool] = False  #: ``SolveParams.warm_start``
+    supports_time_limit: ClassVar[bool] = True  #: ``SolveParams.time_limit``
     supports_gap: ClassVar[bool] = True  #: ``SolveParams.rel_gap``
-    supports_threads: ClassVar[bool] = True
+    supports_threads: ClassVar[bool] = True  #: ``SolveParams.threads``
     supports_interrupt: ClassVar[bool] = True  #: Ctrl-C returns the best solution so far
 
-    def __init__(self) -> None:
+    def __init__(self, registry: Mapping[str, Backend] | None = None) -> None:
         self._availability: tuple[bool, str] | None = None
+        self._registry: Mapping[str, Backend] | None = registry
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -235,6 +240,26 @@ class Backend(ABC):
         return {k: bool(getattr(self, k)) for k in dir(type(self)) if k.startswith("supports_")}
 
     # ------------------------------------------------------------------ checks
+    def check_all_options(self, params: SolveParams) -> None:
+        """Check every backend's options in ``params``, so that a typo fails even when another
+        backend runs.
+
+        ``params.options`` keys must be backends of this backend's registry; the option names
+        are checked for this backend and for every other available one that is given options.
+        Outside a registry only this backend's own options are checked.
+        """
+        registry = self._registry
+        for name, options in params.options.items():
+            if name == self.name:
+                self.check_options(dict(options))
+            elif registry is None:
+                continue
+            elif name not in registry:
+                raise input_error(f"options given for unknown backend {name!r}; known backends: "
+                                  f"{', '.join(registry)}", source="SolveParams", field="options")
+            elif options and registry[name].available()[0]:
+                registry[name].check_options(dict(options))
+
     def check_options(self, options: dict[str, Any]) -> None:
         """Raise ``ValueError`` naming the first unknown option and this backend."""
         known = set(self.option_names())
@@ -260,6 +285,10 @@ class Backend(ABC):
     def solve(self, model: MilpModel, params: SolveParams | None = None) -> SolveResult:
         """Solve ``model``; return a :class:`SolveResult`.
 
+        A ``SolveParams`` field this backend cannot apply (``warm_start`` without
+        ``supports_warm_start``, ``threads`` without ``supports_threads``...) is not passed on;
+        the result's ``message`` says it was ignored.
+
         Raises
         ------
         BackendUnavailableError
@@ -272,17 +301,31 @@ class Backend(ABC):
         ok, reason = self.available()
         if not ok:
             raise BackendUnavailableError(f"backend {self.name!r} is not available: {reason}")
-        _check_all_options(self, params)
+        self.check_all_options(params)
         if params.warm_start is not None and params.warm_start.shape != (model.num_vars,):
             raise input_error(f"has {params.warm_start.shape[0]} values but the model has {model.num_vars} "
                               f"columns", source="SolveParams", field="warm_start")
         self.check_model(model)
+        ignored = [f for f, flag in _PARAM_CAPABILITIES if getattr(params, f) is not None and not getattr(self, flag)]
+        if ignored:
+            params = dataclasses.replace(params, **dict.fromkeys(ignored))
         monitor = SolveMonitor(self.name, params, model.sense)
-        return self._solve(model, params, monitor)
+        result = self._solve(model, params, monitor)
+        if not ignored:
+            return result
+        notes = [f"SolveParams.{f} ignored: backend {self.name!r} cannot apply it" for f in ignored]
+        return dataclasses.replace(result, message="; ".join(x for x in [result.message, *notes] if x))
 
     @abstractmethod
     def _solve(self, model: MilpModel, params: SolveParams, monitor: SolveMonitor) -> SolveResult:
-        """Solve a validated model; build the result with :meth:`_result`."""
+        """Solve a validated model; build the result with :meth:`_result`.
+
+        ``params`` holds only fields this backend supports (the others are ``None``).
+        """
+
+    def _run(self, work: Callable[[], T], interrupt: Callable[[], None] | None, monitor: SolveMonitor) -> T:
+        """:func:`run_interruptible`, with ``interrupt`` dropped unless ``supports_interrupt``."""
+        return run_interruptible(work, interrupt if self.supports_interrupt else None, monitor)
 
     def _result(self, model: MilpModel, monitor: SolveMonitor, *, termination: Termination | None,
                 limit: Limit, solution: np.ndarray | None, objective: float | None, bound: float,

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..milp._model import MilpModel
 from ..milp._result import Limit, SolveParams, SolveResult, Termination
-from ._base import Backend, ModelNotSupportedError, SolveMonitor, ortools_version, run_interruptible
+from ._base import Backend, ModelNotSupportedError, SolveMonitor, ortools_version
 
 __all__ = ["CpSatBackend", "objective_scale"]
 
@@ -226,7 +226,7 @@ class CpSatBackend(Backend):
 
         callback = _Callback()
         solver.best_bound_callback = lambda b: monitor.update(bound=to_model_units(b))
-        status = run_interruptible(lambda: solver.solve(cp, callback), solver.stop_search, monitor)
+        status = self._run(lambda: solver.solve(cp, callback), solver.stop_search, monitor)
 
         raw = status.name
         response = solver.response_proto

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import input_error
 from ..milp._model import MilpModel
 from ..milp._result import Limit, SolveParams, SolveResult, Termination
-from ._base import Backend, SolveMonitor, run_interruptible
+from ._base import Backend, SolveMonitor
 
 __all__ = ["HighsBackend", "load_into_highs", "new_highs"]
 
@@ -149,7 +149,7 @@ class HighsBackend(Backend):
         h.cbMipInterrupt.subscribe(on_mip)
         h.cbSimplexInterrupt.subscribe(on_lp)
         h.cbIpmInterrupt.subscribe(on_lp)
-        run_interruptible(h.run, stop.set, monitor)
+        self._run(h.run, stop.set, monitor)
 
         status = h.getModelStatus()
         raw = status.name
@@ -183,7 +183,7 @@ class HighsBackend(Backend):
         h.changeColsCost(model.num_vars, np.arange(model.num_vars, dtype=np.int32), np.zeros(model.num_vars))
         if params.time_limit is not None:
             _set_option(h, "time_limit", max(params.time_limit - monitor.elapsed(), 1e-3), self.name)
-        run_interruptible(h.run, monitor.stop.set, monitor)
+        self._run(h.run, monitor.stop.set, monitor)
         second = h.getModelStatus().name
         if second == "kOptimal":
             return Termination.UNBOUNDED, "a zero-cost re-solve found a feasible point, so it is unbounded"

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import input_error
 from ..milp._model import MilpModel
 from ..milp._result import Limit, SolveParams, SolveResult, Termination
-from ._base import Backend, SolveMonitor, ortools_version, run_interruptible
+from ._base import Backend, SolveMonitor, ortools_version
 
 __all__ = ["HighsMathOptBackend", "ScipBackend"]
 
@@ -120,7 +120,7 @@ class _MathOptBackend(Backend):
         fields = parameters_pb2.SolveParametersProto.DESCRIPTOR.fields_by_name
         return [k for k in fields if k not in _SUBMESSAGES]
 
-    def _params(self, params: SolveParams, notes: list[str]) -> Any:
+    def _params(self, params: SolveParams) -> Any:
         from ortools.math_opt import parameters_pb2
 
         p = parameters_pb2.SolveParametersProto()
@@ -128,11 +128,8 @@ class _MathOptBackend(Backend):
             p.time_limit.FromNanoseconds(int(params.time_limit * 1e9))
         if params.rel_gap is not None:
             p.relative_gap_tolerance = params.rel_gap
-        if params.threads is not None:
-            if self.supports_threads:
-                p.threads = params.threads
-            else:
-                notes.append(f"threads={params.threads} ignored: {self.name} cannot set it per solve")
+        if params.threads is not None:  # None unless supports_threads (Backend.solve clears it)
+            p.threads = params.threads
         if params.seed is not None:
             p.random_seed = params.seed
         for key, value in params.options_for(self.name).items():
@@ -166,9 +163,8 @@ class _MathOptBackend(Backend):
         from ortools.math_opt.core.python import solver
         from pybind11_abseil.status import StatusNotOk
 
-        notes: list[str] = []
         proto = model_proto(model)
-        sp = self._params(params, notes)
+        sp = self._params(params)
         mp = model_parameters_pb2.ModelSolveParametersProto()
         if params.warm_start is not None:
             hint = mp.solution_hints.add()
@@ -190,12 +186,11 @@ class _MathOptBackend(Backend):
                                 registration, on_event if events else None, None)
 
         try:
-            r = run_interruptible(work, stop.set if self.supports_interrupt else None, monitor)
+            r = self._run(work, stop.set, monitor)
         except StatusNotOk as exc:
             return self._result(model, monitor, termination=Termination.ERROR, limit=Limit.NONE,
                                 solution=None, objective=None, bound=math.nan, nodes=None,
-                                raw_status="StatusNotOk",
-                                message="; ".join([str(exc), *notes]))
+                                raw_status="StatusNotOk", message=str(exc))
 
         term = r.termination
         reason = result_pb2.TerminationReasonProto.Name(term.reason)
@@ -215,9 +210,8 @@ class _MathOptBackend(Backend):
         bound = float(term.objective_bounds.dual_bound)
         nodes = int(r.solve_stats.node_count) if model.is_mip else None
         raw = reason + ("" if limit_name == "LIMIT_UNSPECIFIED" else f"/{limit_name}")
-        message = "; ".join(x for x in [term.detail, *notes] if x)
         return self._result(model, monitor, termination=termination, limit=limit, solution=solution,
-                            objective=objective, bound=bound, nodes=nodes, raw_status=raw, message=message)
+                            objective=objective, bound=bound, nodes=nodes, raw_status=raw, message=term.detail)
 
     def _events(self, model: MilpModel) -> list[int]:
         return []

@@ -14,10 +14,12 @@ from ._mathopt import HighsMathOptBackend, ScipBackend
 
 __all__ = ["BACKENDS", "available_backends", "choose_backend", "get_backend"]
 
+_BACKENDS: dict[str, Backend] = {}
 #: Name -> backend, in order of preference. Listing it imports no solver.
-BACKENDS: Mapping[str, Backend] = MappingProxyType({
-    b.name: b for b in (HighsBackend(), CpSatBackend(), ScipBackend(), HighsMathOptBackend())
-})
+BACKENDS: Mapping[str, Backend] = MappingProxyType(_BACKENDS)
+# Each backend is given the registry it belongs to, to check the options passed for the others.
+_BACKENDS.update((b.name, b) for b in (HighsBackend(BACKENDS), CpSatBackend(BACKENDS), ScipBackend(BACKENDS),
+                                       HighsMathOptBackend(BACKENDS)))
 
 
 def get_backend(name: str) -> Backend:
