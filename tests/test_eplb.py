@@ -1,4 +1,4 @@
-"""Tests of :mod:`placement.baselines.eplb`.
+"""Tests of :mod:`placement.baselines.eplb` and its torch sort order (:mod:`placement.baselines._torch_order`).
 
 Expected outputs come from EPLB's README, vLLM's ``tests/distributed/test_eplb_algo.py``, or were
 recorded from a transcription of EPLB's ``eplb.py`` run under torch 2.13 (CPU); each is marked.
@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from placement.baselines.eplb import EplbResult, _std_sort_descending, rebalance_experts
+from placement.baselines._torch_order import argsort_descending, std_sort_descending
+from placement.baselines.eplb import EplbResult, rebalance_experts
 from placement.errors import PlacementInputError
 
 # EPLB README example (also vLLM's test_basic_rebalance)
@@ -200,21 +201,32 @@ def test_std_sort_tie_order_matches_torch():
     # torch.tensor(x).sort(-1, descending=True).indices, recorded under torch 2.13 (CPU):
     # torch's unstable CPU sort is std::sort, an insertion sort up to 16 items, introsort above
     x = [1.0, 2, 2, 2, 2, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]
-    assert _std_sort_descending(x) == [10, 19, 18, 17, 16, 15, 14, 13, 12, 11, 9, 8, 4, 3, 2, 1,
+    assert std_sort_descending(x) == [10, 19, 18, 17, 16, 15, 14, 13, 12, 11, 9, 8, 4, 3, 2, 1,
                                        0, 7, 6, 5]
-    assert _std_sort_descending([0.0] * 20) == [10, 19, 18, 17, 16, 15, 14, 13, 12, 11, 0, 9, 8,
+    assert std_sort_descending([0.0] * 20) == [10, 19, 18, 17, 16, 15, 14, 13, 12, 11, 0, 9, 8,
                                                 7, 6, 5, 4, 3, 2, 1]
-    assert _std_sort_descending([0.0] * 16) == list(range(16))
-    assert _std_sort_descending([]) == [] and _std_sort_descending([3.0]) == [0]
+    assert std_sort_descending([0.0] * 16) == list(range(16))
+    assert std_sort_descending([]) == [] and std_sort_descending([3.0]) == [0]
 
 
 def test_std_sort_sorts():
     rng = np.random.default_rng(7)
     for n in (17, 40, 300):
         key = rng.integers(0, 5, n).astype(float).tolist()
-        order = _std_sort_descending(key)
+        order = std_sort_descending(key)
         assert sorted(order) == list(range(n))
         assert [key[i] for i in order] == sorted(key, reverse=True)
+
+
+def test_argsort_descending_uses_std_sort_only_where_ties_need_it():
+    rng = np.random.default_rng(3)
+    short = rng.integers(0, 3, (4, 16)).astype(np.float32)  # <= 16 items: insertion sort, stable
+    assert (argsort_descending(short) == np.argsort(-short, axis=1, kind="stable")).all()
+    long = np.vstack([rng.permutation(40), rng.integers(0, 4, 40)]).astype(np.float32)
+    order = argsort_descending(long)
+    assert order.dtype == np.int64 and order.shape == (2, 40)
+    assert order[0].tolist() == np.argsort(-long[0]).tolist()  # no ties: the one sorted order
+    assert order[1].tolist() == std_sort_descending(long[1].tolist())
 
 
 def _mcilroy_adversary(n: int) -> list[int]:
@@ -239,14 +251,14 @@ def _mcilroy_adversary(n: int) -> list[int]:
                 state["candidate"] = y
             return val[x] < val[y]
 
-    _std_sort_descending([Lazy(i) for i in range(n)])
+    std_sort_descending([Lazy(i) for i in range(n)])
     return val
 
 
 def test_std_sort_heapsort_fallback_tie_order():
     # adversarial keys, paired into ties, push introsort past its depth limit into heapsort
     key = [-float(v // 2) for v in _mcilroy_adversary(200)]
-    order = _std_sort_descending(key)
+    order = std_sort_descending(key)
     assert [key[i] for i in order] == sorted(key, reverse=True)
     # torch.tensor([key]).sort(-1, descending=True).indices, recorded under torch 2.13 (CPU)
     assert order[:12] == [1, 100, 3, 101, 5, 102, 7, 103, 9, 104, 11, 105]

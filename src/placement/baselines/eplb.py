@@ -31,12 +31,12 @@ slots and pack all physical experts onto all GPUs.
 Two modes
 ---------
 ``faithful=True`` reproduces EPLB exactly, including its ``float32`` arithmetic and its
-tie-breaking: ``max``/``min`` take the first best index, and ``torch.sort(descending=True)`` on
-the CPU is ``std::sort``, which is *not* stable: up to 16 items it is an insertion sort (equal
-loads keep index order), above that introsort shuffles equal loads in a fixed pattern, reproduced
-here by a transcription of GCC's ``std::sort`` (checked against torch 2.13's CPU sort; a torch build
-that sorts with x86-simd-sort instead would order ties its own way).  Ties are common: the replicas
-of one expert carry equal loads, and their order decides which replica rank lands on which GPU.
+tie-breaking: ``max``/``min`` take the first best index (as numpy's ``argmax``/``argmin`` do), and
+``torch.sort(descending=True)`` on the CPU is ``std::sort``, which is *not* stable.  Ties are
+common (the replicas of one expert carry equal loads, and their order decides which replica rank
+lands on which GPU), so both modes sort in torch's order, reproduced by the transcription of
+GCC's ``std::sort`` in :mod:`placement.baselines._torch_order`; that module says what torch does
+and where the reproduction stops.
 
 EPLB's step 3 ignores which expert a physical item belongs to, so it can put two replicas of one
 expert on the same GPU (an open upstream bug).  The pair does no more than one replica would: the
@@ -89,6 +89,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PlacementInputError
+from ._torch_order import argsort_descending
 
 __all__ = ["EplbResult", "rebalance_experts"]
 
@@ -212,6 +213,7 @@ def rebalance_experts(
 
 
 def _positive_int(value, name: str) -> int:
+    """``value`` as a Python ``int >= 1``; anything else (bools included) raises naming ``name``."""
     if isinstance(value, bool | np.bool_):
         raise PlacementInputError(f"{name} must be a positive integer; got {value!r}", field=name)
     try:
@@ -226,7 +228,17 @@ def _positive_int(value, name: str) -> int:
 
 
 def _validate(weight, num_replicas, num_groups, num_nodes, num_gpus):
-    """Check and normalise every input once; return ``float32`` loads and the policy."""
+    """Check and normalise every input of :func:`rebalance_experts` once.
+
+    Returns
+    -------
+    weight:
+        ``float32 [layers, num_logical_experts]`` loads, C-contiguous.
+    num_replicas, num_groups, num_nodes, num_gpus:
+        The counts as Python ``int``.
+    hierarchical:
+        ``True`` when ``num_groups % num_nodes == 0`` (the hierarchical policy runs).
+    """
     num_replicas = _positive_int(num_replicas, "num_replicas")
     num_groups = _positive_int(num_groups, "num_groups")
     num_nodes = _positive_int(num_nodes, "num_nodes")
@@ -295,139 +307,6 @@ def _inverse(perm: np.ndarray) -> np.ndarray:
     return inv
 
 
-def _argsort_like_torch(weight: np.ndarray) -> np.ndarray:
-    """Row-wise ``weight.sort(-1, descending=True).indices`` as CPU torch computes it.
-
-    Torch's default (unstable) CPU sort is ``std::sort``; how it orders equal weights is part of
-    EPLB's output (it decides which replica rank lands on which GPU, and which of two equally
-    loaded experts is placed first).  Rows without ties have one sorted order, and ``std::sort``
-    is an insertion sort (stable) up to 16 items, so numpy's stable sort serves those rows; rows
-    of more than 16 items with ties go through :func:`_std_sort_descending`.
-
-    Parameters
-    ----------
-    weight:
-        ``float32 [rows, n]`` finite keys.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``int64 [rows, n]``: item indices, heaviest first.
-    """
-    order = np.argsort(-weight, axis=1, kind="stable")
-    rows, n = weight.shape
-    if n > _INSERTION_THRESHOLD:
-        ordered = np.take_along_axis(weight, order, axis=1)
-        for row in np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1)):
-            order[row] = _std_sort_descending(weight[row].tolist())
-    return order
-
-
-#: libstdc++'s ``_S_threshold``: introsort leaves ranges this short to insertion sort
-_INSERTION_THRESHOLD = 16
-
-
-def _std_sort_descending(key: list[float]) -> list[int]:
-    """The permutation libstdc++'s ``std::sort(..., greater)`` applies to ``key``.
-
-    A transcription of GCC's introsort (median-of-three pivot moved to the front, unguarded
-    Hoare partition that swaps equal keys, heapsort past depth ``2 * floor(log2 n)``, then a
-    final insertion sort), acting on indices.  Only the placement of equal keys depends on it.
-
-    >>> _std_sort_descending([0.0] * 17)
-    [8, 16, 15, 14, 13, 12, 11, 10, 9, 0, 7, 6, 5, 4, 3, 2, 1]
-    """
-    a = list(range(len(key)))
-    n = len(a)
-
-    def before(i: int, j: int) -> bool:  # the comparator, on item indices
-        return key[i] > key[j]
-
-    def sift_down(first: int, hole: int, length: int, value: int) -> None:  # std::__adjust_heap
-        top = hole
-        child = hole
-        while child < (length - 1) // 2:
-            child = 2 * (child + 1)
-            if before(a[first + child], a[first + child - 1]):
-                child -= 1
-            a[first + hole] = a[first + child]
-            hole = child
-        if length % 2 == 0 and child == (length - 2) // 2:
-            child = 2 * (child + 1)
-            a[first + hole] = a[first + child - 1]
-            hole = child - 1
-        parent = (hole - 1) // 2
-        while hole > top and before(a[first + parent], value):
-            a[first + hole] = a[first + parent]
-            hole = parent
-            parent = (hole - 1) // 2
-        a[first + hole] = value
-
-    def heapsort(first: int, last: int) -> None:  # std::__partial_sort(first, last, last)
-        length = last - first
-        for parent in range((length - 2) // 2, -1, -1):
-            sift_down(first, parent, length, a[first + parent])
-        while last - first > 1:
-            last -= 1
-            value = a[last]
-            a[last] = a[first]
-            sift_down(first, 0, last - first, value)
-
-    def median_to_first(result: int, x: int, y: int, z: int) -> None:
-        ax, ay, az = a[x], a[y], a[z]
-        if before(ax, ay):
-            pick = y if before(ay, az) else z if before(ax, az) else x
-        else:
-            pick = x if before(ax, az) else z if before(ay, az) else y
-        a[result], a[pick] = a[pick], a[result]
-
-    def partition(first: int, last: int, pivot: int) -> int:
-        while True:
-            while before(a[first], pivot):
-                first += 1
-            last -= 1
-            while before(pivot, a[last]):
-                last -= 1
-            if first >= last:
-                return first
-            a[first], a[last] = a[last], a[first]
-            first += 1
-
-    def linear_insert(last: int) -> None:
-        value = a[last]
-        while before(value, a[last - 1]):
-            a[last] = a[last - 1]
-            last -= 1
-        a[last] = value
-
-    def insertion_sort(first: int, last: int) -> None:
-        for i in range(first + 1, last):
-            value = a[i]
-            if before(value, a[first]):
-                a[first + 1:i + 1] = a[first:i]
-                a[first] = value
-            else:
-                linear_insert(i)
-
-    def introsort(first: int, last: int, depth: int) -> None:
-        while last - first > _INSERTION_THRESHOLD:
-            if depth == 0:
-                heapsort(first, last)
-                return
-            depth -= 1
-            median_to_first(first, first + 1, first + (last - first) // 2, last - 1)
-            cut = partition(first + 1, last, a[first])
-            introsort(cut, last, depth)
-            last = cut
-
-    if n > 1:
-        introsort(0, n, 2 * (n.bit_length() - 1))
-    insertion_sort(0, min(n, _INSERTION_THRESHOLD))
-    for i in range(_INSERTION_THRESHOLD, n):
-        linear_insert(i)
-    return a
-
-
 def _balanced_packing(
     weight: np.ndarray, num_packs: int, labels: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -458,7 +337,7 @@ def _balanced_packing(
         pack_index = np.broadcast_to(np.arange(n, dtype=np.int64), (rows, n)).copy()
         return pack_index, np.zeros((rows, n), dtype=np.int64)
 
-    order = _argsort_like_torch(weight)
+    order = argsort_descending(weight)  # torch's tie order (see _torch_order)
     r = np.arange(rows)
     pack_w = np.zeros((rows, num_packs), dtype=_F32)
     pack_n = np.zeros((rows, num_packs), dtype=np.int64)
@@ -506,7 +385,7 @@ def _repair_colocation(
     Parameters
     ----------
     weight, labels:
-        ``[rows, n]`` item weights and labels.
+        ``float32 [rows, n]`` item weights and ``int64 [rows, n]`` item labels.
     pack_index, rank_in_pack:
         ``int64 [rows, n]`` the packing to repair; updated in place.
     num_packs:
@@ -539,6 +418,7 @@ def _repair_colocation(
 
 
 def _label_counts(lab: np.ndarray, members: list[int]) -> dict[int, int]:
+    """Label -> number of ``members`` (item ids) carrying it, for labels ``lab: int64 [n]``."""
     out: dict[int, int] = {}
     for i in members:
         out[int(lab[i])] = out.get(int(lab[i]), 0) + 1
@@ -554,8 +434,23 @@ def _best_swap(
 ) -> tuple[int, int, int, int] | None:
     """The first duplicated (pack, label) that some pack lacks, and its best improving swap.
 
-    Returns ``(p, i, q, j)``: swap item ``i`` of pack ``p`` with item ``j`` of pack ``q``; ``None``
-    when no avoidable duplicate is left.
+    Parameters
+    ----------
+    w, lab:
+        ``float64 [n]`` item weights and ``int64 [n]`` item labels of one row.
+    items:
+        ``[num_packs][cap]`` item ids per pack, in rank order.
+    counts:
+        ``[num_packs]`` label -> count per pack (:func:`_label_counts`).
+    loads:
+        ``[num_packs]`` total weight per pack.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(p, i, q, j)``: swap item ``i`` of pack ``p`` with item ``j`` of pack ``q`` (the swap
+        with the smallest resulting peak of the two packs); ``None`` when no avoidable duplicate
+        is left.
     """
     for p, cnt_p in enumerate(counts):
         for e, c in sorted(cnt_p.items()):
@@ -626,7 +521,16 @@ def _rebalance_hierarchical(
     *,
     faithful: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """EPLB's hierarchical policy on validated ``float32 [layers, num_logical]`` loads.
+    """EPLB's hierarchical policy on validated loads (the global policy is ``num_groups = num_nodes = 1``).
+
+    Parameters
+    ----------
+    weight:
+        ``float32 [layers, num_logical]`` loads.
+    num_replicas, num_groups, num_nodes, num_gpus:
+        Validated counts (see :func:`rebalance_experts`).
+    faithful:
+        ``True``: EPLB's packing of step 3; ``False``: the packing that avoids co-located replicas.
 
     Returns
     -------
