@@ -102,7 +102,8 @@ class HighsBackend(Backend):
 
         return str(highspy.Highs().version())
 
-    def option_names(self) -> list[str]:  # pragma: no cover - check_options is overridden
+    def option_names(self) -> list[str]:
+        """HiGHS's option names (for "did you mean" hints; :meth:`check_options` asks HiGHS itself)."""
         import highspy
 
         return [k for k in dir(highspy.HighsOptions()) if not k.startswith("_")]
