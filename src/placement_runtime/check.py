@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from placement.evaluate import DTYPE_BYTES, evaluate
+from placement.costs import DTYPE_BYTES
+from placement.evaluation import evaluate
 from placement.placement import Placement
 from placement.topology import Topology
 from placement.trace._trace import Trace

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from placement.evaluate import replica_tables
+from placement.evaluation.routing import replica_tables
 from placement.placement import Placement
 from placement.topology import Topology
 
@@ -163,7 +163,7 @@ class ExpertParallelMoE(nn.Module):
     rank:
         This rank (= GPU index in the placement).
     tables:
-        ``(tied [G, E, R], ntied [G, E])``: this layer of :func:`placement.evaluate.replica_tables`.
+        ``(tied [G, E, R], ntied [G, E])``: this layer of :func:`placement.evaluation.routing.replica_tables`.
     hidden_size, ffn_size:
         Expert FFN sizes.
     seed:

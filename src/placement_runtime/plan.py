@@ -2,8 +2,8 @@
 
 Everything in this module is deterministic and identical on every rank, so each rank can
 compute its own share of a collective (and the split sizes it should receive) without
-asking the others.  The routing rule is the evaluator's: :func:`placement.evaluate.route_layer`
-over :func:`placement.evaluate.replica_tables`, so the bytes the runtime moves are the bytes
+asking the others.  The routing rule is the evaluator's: :func:`placement.evaluation.routing.route_layer`
+over :func:`placement.evaluation.routing.replica_tables`, so the bytes the runtime moves are the bytes
 :func:`placement.evaluate` predicts.
 
 Shapes are written in brackets: ``N`` local tokens, ``k`` experts per token, ``G`` GPUs
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from placement.errors import input_error
-from placement.evaluate import first_of_each, route_layer
+from placement.evaluation.routing import first_of_each, route_layer
 from placement.placement import Placement
 from placement.trace._trace import Trace
 
@@ -68,7 +68,7 @@ def plan_dispatch(experts: np.ndarray, gates: np.ndarray, src: int, tied: np.nda
     src:
         The sending GPU (this rank).
     tied, ntied:
-        One layer of :func:`placement.evaluate.replica_tables`.
+        One layer of :func:`placement.evaluation.routing.replica_tables`.
     num_gpus:
         World size ``G``.
     dedup:
