@@ -243,3 +243,79 @@ def test_frame_has_one_row(topo, trace):
     frame = evaluate(one_per_gpu(), trace, topo).to_frame("A")
     assert frame.shape[0] == 1 and frame.index[0] == "A"
     assert frame.loc["A", "hop_transmissions"] == pytest.approx(8.0)
+
+
+# ---------------------------------------------------------------------------------- package layout
+_CLASH_PROBE = """
+import importlib, sys
+for name in {order!r}:
+    importlib.import_module(name)
+import numpy as np
+import placement
+import placement.evaluation as ev
+from placement.evaluate import Metrics, evaluate
+assert placement.evaluate is ev.evaluate is evaluate, placement.evaluate
+assert sys.modules["placement.evaluate"].evaluate is ev.evaluate
+from placement.topology import preset
+from placement.trace import ModelSpec, Trace
+t = Trace.from_tokens(ModelSpec("m", 1, 4, 1), np.array([[[0]], [[3]]]))
+p = placement.Placement.from_assignment(np.array([[0, 1, 2, 3]]), num_gpus=4)
+m = placement.evaluate(p, t, preset("fat-tree:2x2"))
+assert isinstance(m, Metrics) and isinstance(m, ev.metrics.Metrics), type(m)
+print("OK")
+"""
+
+
+@pytest.mark.parametrize("order", [
+    [],
+    ["placement.evaluation.routing", "placement.evaluation.flows", "placement.evaluation.metrics"],
+    ["placement.evaluate", "placement.evaluation"],
+    ["placement.evaluation", "placement.evaluate", "placement.evaluation.routing"],
+    ["placement_runtime.plan"],
+])
+def test_placement_evaluate_stays_the_function_whatever_is_imported_first(order):
+    # ``placement.evaluate`` is both a module and the function exported by ``placement``; in a fresh
+    # interpreter, importing the evaluator's modules in any order must leave the attribute the function.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CLASH_PROBE.format(order=order)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "OK", out.stdout + out.stderr
+
+
+def test_public_names_are_the_package_objects():
+    import importlib
+
+    import placement.evaluation as ev
+    from placement import costs
+    from placement.evaluation import routing
+
+    # ``import placement.evaluate as shim`` would bind the function (the attribute of ``placement``)
+    shim = importlib.import_module("placement.evaluate")
+    for name in ["evaluate", "Metrics", "route_layer", "replica_tables", "first_of_each", "DISPATCH_MODELS",
+                 "ORIGIN_MODES", "DTYPE_BYTES", "DEFAULT_HIDDEN_SIZE"]:
+        assert name in shim.__all__ and name in ev.__all__
+        assert getattr(shim, name) is getattr(ev, name)
+    assert shim.DTYPE_BYTES is costs.DTYPE_BYTES and shim.DEFAULT_HIDDEN_SIZE == costs.DEFAULT_HIDDEN_SIZE
+    assert shim.route_layer is routing.route_layer and shim.replica_tables is routing.replica_tables
+
+
+def test_runtime_plan_routes_with_the_evaluator_routing():
+    from placement.evaluation import routing
+    from placement_runtime import plan
+
+    assert plan.route_layer is routing.route_layer and plan.first_of_each is routing.first_of_each
+    assert "from placement.evaluation.routing import" in __import__("inspect").getsource(plan)
+
+
+def test_evaluator_never_imports_formulations_methods_or_backends():
+    import re
+    from pathlib import Path
+
+    import placement.evaluation as ev
+
+    pattern = re.compile(r"^\s*(from\s+(\.\.|placement\.)(formulations|methods|backends|milp|api)\b"
+                         r"|import\s+placement\.(formulations|methods|backends|milp|api)\b)", re.M)
+    files = [*Path(ev.__file__).parent.glob("*.py"), Path(ev.__file__).parent.parent / "evaluate.py"]
+    offenders = [p.name for p in files if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
