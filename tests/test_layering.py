@@ -83,10 +83,16 @@ def import_graph(root: Path) -> tuple[nx.DiGraph, nx.DiGraph]:
     return top, every
 
 
+#: Units that are one: the evaluator's code lives in the package ``placement.evaluation`` and the
+#: module ``placement.evaluate`` re-exports it (``placement.evaluate`` is also the facade's function).
+UNIT_ALIASES = {"placement.evaluation": "placement.evaluate"}
+
+
 def unit_of(module: str) -> str:
     """``placement.formulations.exflow.model`` -> ``placement.formulations``; ``torch.nn`` -> ``torch``."""
     parts = module.split(".")
-    return ".".join(parts[:2]) if parts[0] == "placement" and len(parts) > 1 else parts[0]
+    unit = ".".join(parts[:2]) if parts[0] == "placement" and len(parts) > 1 else parts[0]
+    return UNIT_ALIASES.get(unit, unit)
 
 
 def unit_graph(every: nx.DiGraph) -> nx.DiGraph:
@@ -205,6 +211,10 @@ def _write(root: Path, files: dict[str, str]) -> Path:
         ({"placement/__init__.py": "", "placement/evaluate.py": "from .formulations import x\n",
           "placement/formulations/__init__.py": "x = 1\n"},
          "placement.evaluate imports placement.formulations"),
+        ({"placement/__init__.py": "", "placement/evaluation/__init__.py": "",
+          "placement/evaluation/flows.py": "def f():\n    from ..formulations import x\n",
+          "placement/formulations/__init__.py": "x = 1\n"},
+         "placement.evaluation.flows imports placement.formulations"),
         ({"placement/__init__.py": "", "placement/formulations/__init__.py": "import highspy\n"},
          "placement.formulations imports highspy"),
         ({"placement/__init__.py": "", "placement/api.py": "def f():\n    import torch\n"},
