@@ -44,6 +44,13 @@ class Placement:
         Logical (routed) experts per layer; every one must appear at least once in every layer.
     metadata:
         What produced the placement (method, parameters, objective, bound...), JSON-serialisable.
+    routing:
+        Optional ``float64 [layers, gpus, experts, max_replicas]`` routing fractions: entry
+        ``[l, u, e, r]`` is the share of the selections of expert ``e`` sent from GPU ``u`` that
+        replica ``r`` serves, replicas in physical-slot order (:meth:`replica_slots`); each
+        ``[l, u, e, :]`` sums to 1 over the expert's replicas and is 0 beyond them.  What the
+        ``split`` replica rule of the evaluator follows (SGLang's LP dispatch, our optimiser);
+        ``None`` when the serving stack's own rule decides.
 
     Examples
     --------
@@ -59,6 +66,7 @@ class Placement:
     num_experts: int
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
+    routing: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         slots = np.asarray(self.slots)
@@ -85,6 +93,36 @@ class Placement:
                               "slot", src, "slots")
         object.__setattr__(self, "slots", slots.astype(np.int32, copy=False))
         object.__setattr__(self, "num_experts", E)
+        if self.routing is not None:
+            object.__setattr__(self, "routing", self._checked_routing(self.routing))
+
+    def _checked_routing(self, routing: Any) -> np.ndarray:
+        src = self.source
+        try:
+            table = np.array(routing, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise input_error(f"must be a [layers][gpus][experts][replicas] nested list of numbers ({exc})", src,
+                              "routing") from exc
+        nrep = self.num_replicas()  # [L, E]
+        want = (self.num_layers, self.num_gpus, self.num_experts, int(nrep.max()))
+        if table.shape != want:
+            raise input_error(f"expected shape {list(want)} [layers, gpus, experts, max replicas], got "
+                              f"{list(table.shape)}", src, "routing")
+        if not np.isfinite(table).all() or (table < 0).any():
+            raise input_error("fractions must be finite and >= 0", src, "routing")
+        beyond = np.arange(want[3])[None, None, :] >= nrep[:, :, None]  # [L, E, R]
+        if (table * beyond[:, None]).any():
+            layer, gpu, expert, r = np.argwhere(table * beyond[:, None] > 0)[0]
+            raise input_error(f"layer {layer}, gpu {gpu}, expert {expert} gives a share to replica {r} but the expert "
+                              f"has {nrep[layer, expert]} replicas", src, "routing")
+        sums = table.sum(axis=3)
+        if np.abs(sums - 1.0).max() > 1e-6:
+            layer, gpu, expert = np.argwhere(np.abs(sums - 1.0) > 1e-6)[0]
+            raise input_error(f"the shares of layer {layer}, gpu {gpu}, expert {expert} sum to "
+                              f"{sums[layer, gpu, expert]:.6g}, not 1", src, "routing")
+        table = table / sums[..., None]
+        table.setflags(write=False)
+        return table
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -145,6 +183,28 @@ class Placement:
         keep = exp >= 0
         np.add.at(out, (lay[keep] * E + exp[keep]) * G + gpu[keep], 1)
         return out.reshape(L, E, G)
+
+    def replica_slots(self) -> np.ndarray:
+        """``int64 [layers, experts, max_replicas]``: physical slot ids ``g * slots_per_gpu + j`` of each
+        expert's replicas in increasing order (the order serving stacks list them), ``-1`` padded.
+
+        >>> p = Placement(np.array([[[0, 1], [1, -1]]]), num_experts=2)
+        >>> p.replica_slots()[0].tolist()
+        [[0, -1], [1, 2]]
+        """
+        L = self.num_layers
+        flat = self.slots.reshape(L, -1).astype(np.int64)  # [L, P]
+        E = self.num_experts
+        lay, phys = np.nonzero(flat >= 0)  # row-major: increasing physical id within a layer
+        key = lay * E + flat[lay, phys]
+        order = np.argsort(key, kind="stable")
+        key, lay, phys = key[order], lay[order], phys[order]
+        first = np.searchsorted(key, key, side="left")
+        rank = np.arange(key.size) - first
+        R = int(rank.max()) + 1 if rank.size else 1
+        out = np.full((L, E, R), -1, dtype=np.int64)
+        out[lay, key - lay * E, rank] = phys
+        return out
 
     def num_replicas(self) -> np.ndarray:
         """``int32 [layers, experts]``: replicas of each expert (>= 1)."""
@@ -209,6 +269,7 @@ class Placement:
             "slots_per_gpu": self.slots_per_gpu,
             "slots": self.slots.tolist(),
             "metadata": _jsonable(self.metadata),
+            **({"routing": self.routing.tolist()} if self.routing is not None else {}),
         }
 
     @classmethod
@@ -232,7 +293,8 @@ class Placement:
         metadata = data.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise input_error("must be a mapping", source, "metadata")
-        return cls(slots=slots, num_experts=int(data["num_experts"]), metadata=metadata, source=source)
+        return cls(slots=slots, num_experts=int(data["num_experts"]), metadata=metadata, source=source,
+                   routing=data.get("routing"))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write JSON (``.json``) or YAML (``.yaml``/``.yml``) atomically."""

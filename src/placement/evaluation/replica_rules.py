@@ -1,0 +1,286 @@
+"""Which replica serves a token: the rules of real serving stacks, one registered function each.
+
+Replicas of an expert are listed in increasing physical slot id ``p = gpu * slots_per_gpu + j``
+(:meth:`~placement.placement.Placement.replica_slots`), the order vLLM (``compute_logical_maps``),
+SGLang (``init_by_mapping``) and TensorRT-LLM (``globalSlotIds``) list them for a placement loaded
+from a file.  Every rule sees one layer of one serving step: the tokens each GPU sends, in token
+order, with their top-k experts.  A token's *local index* ``t`` is its position among the tokens its
+GPU sends in that step; ``j`` is the top-k slot.
+
+``nearest``
+    The replica nearest to the sender (hops, then seconds per byte); replicas tied for nearest
+    share the selections of each (sender, expert) round-robin in token order.  The rule of the
+    evaluator's trace metrics and of :mod:`placement_runtime` (:mod:`.routing`).
+``vllm``
+    vLLM with EPLB: replica ``(t * k + j) mod replicas``, no locality preference
+    (vllm ``model_executor/layers/fused_moe/router/base_router.py``, the EPLB map kernel, which
+    indexes the flattened ``topk_ids`` of the rank's batch).
+``trtllm``
+    TensorRT-LLM's MoE load balancer: the rank's flattened selections are cut into tiles of 1024;
+    within tile ``b`` the ``n``-th selection of expert ``e`` takes replica
+    ``(n + b + rank) mod replicas`` (rank offset on, as with attention data parallelism)
+    (TensorRT-LLM ``cpp/tensorrt_llm/kernels/moeLoadBalance/moeLoadBalanceKernels.cu``,
+    ``moeComputeRouteKernel``).
+``sglang-static``
+    SGLang's default static dispatch map: each rank sends every token of expert ``e`` to one fixed
+    replica: the first on its own GPU; else the first on its own node, when that narrows the
+    choice; ranks with neither are spread over all replicas as evenly as possible by a seeded
+    shuffle (Python's ``random.Random(42)``, consumed layer by layer, expert by expert) (sglang
+    ``python/sglang/srt/eplb/expert_location.py``, ``compute_logical_to_rank_dispatch_physical_map``).
+``sglang-dynamic``
+    SGLang's ``dynamic`` dispatch: the same nearest replica when the rank has one on its GPU or
+    (narrowing) node, otherwise a uniformly random replica per selection (sglang
+    ``srt/eplb/expert_location_dispatch.py``); the evaluator takes the expectation.
+``split``
+    The placement's own routing fractions (:attr:`~placement.placement.Placement.routing`) per
+    (sender GPU, expert) over replicas (SGLang's LP dispatch, our optimiser); expectation.
+
+Each rule returns, for every selection, candidate physical slots and the probability of each
+(``int64 [n, k, C]`` and ``float64 [n, k, C]``); deterministic rules have ``C = 1``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import input_error
+from .routing import deal_ranks, replica_tables, route_layer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..placement import Placement
+    from ..topology import Topology
+
+__all__ = ["REPLICA_RULES", "ReplicaRule", "RoutingContext", "local_index"]
+
+#: TensorRT-LLM's routing tile: 256 threads x 4 selections per thread block.
+TRTLLM_TILE = 1024
+#: The seed of SGLang's static dispatch map.
+SGLANG_SEED = 42
+
+
+@dataclass(frozen=True, eq=False)
+class RoutingContext:
+    """What every rule may read of a placement on a topology (computed once per evaluation).
+
+    Attributes
+    ----------
+    placement, topology:
+        The placement and the cluster.
+    replica_slots:
+        ``int64 [L, E, R]`` physical slots of each expert's replicas, increasing, ``-1`` padded.
+    num_replicas:
+        ``int64 [L, E]``.
+    """
+
+    placement: Placement
+    topology: Topology
+    replica_slots: np.ndarray
+    num_replicas: np.ndarray
+
+    @classmethod
+    def build(cls, placement: Placement, topology: Topology) -> RoutingContext:
+        if placement.num_gpus != topology.num_gpus:
+            raise input_error(f"placement is for {placement.num_gpus} GPUs but the topology has "
+                              f"{topology.num_gpus}", placement.source, "num_gpus")
+        rs = placement.replica_slots()
+        return cls(placement, topology, rs, (rs >= 0).sum(axis=2).astype(np.int64))
+
+    @property
+    def slots_per_gpu(self) -> int:
+        return self.placement.slots_per_gpu
+
+    def gpu_of_slot(self, slot: np.ndarray) -> np.ndarray:
+        return np.asarray(slot) // self.slots_per_gpu
+
+
+def local_index(src: np.ndarray, step: np.ndarray, num_gpus: int) -> np.ndarray:
+    """``int64 [n]``: each token's position among the tokens its GPU sends in its step (token order).
+
+    >>> local_index(np.array([0, 1, 0, 0, 1]), np.zeros(5, dtype=int), 2).tolist()
+    [0, 0, 1, 2, 1]
+    """
+    return deal_ranks(step.astype(np.int64) * num_gpus + src.astype(np.int64))
+
+
+def _one(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return slots[..., None].astype(np.int64), np.ones(slots.shape + (1,))
+
+
+def _by_replica_index(ctx: RoutingContext, layer: int, experts: np.ndarray, r: np.ndarray):
+    e = experts.astype(np.int64)
+    return _one(ctx.replica_slots[layer][e, r % ctx.num_replicas[layer][e]])
+
+
+# ------------------------------------------------------------------------------------ the rules
+def _nearest(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray, step: np.ndarray):
+    tied, ntied = _nearest_tables(ctx)
+    G = ctx.topology.num_gpus
+    replay = step.astype(np.int64) if step.size and step.max() > 0 else None
+    gpu = route_layer(experts, src, tied[layer], ntied[layer], replay)  # [n, k]
+    # co-located replicas on the chosen GPU share its selections evenly
+    S = ctx.slots_per_gpu
+    on_gpu = ctx.placement.slots[layer]  # [G, S]
+    hit = on_gpu[gpu] == experts[..., None]  # [n, k, S]
+    count = hit.sum(axis=2, keepdims=True)
+    slots = gpu[..., None] * S + np.arange(S)[None, None, :]
+    del G
+    return np.where(hit, slots, -1), np.where(hit, 1.0 / np.maximum(count, 1), 0.0)
+
+
+_TABLES: dict[int, tuple[object, tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def _nearest_tables(ctx: RoutingContext) -> tuple[np.ndarray, np.ndarray]:
+    key = id(ctx)
+    hit = _TABLES.get(key)
+    if hit is None or hit[0] is not ctx:
+        _TABLES.clear()
+        hit = (ctx, replica_tables(ctx.placement, ctx.topology))
+        _TABLES[key] = hit
+    return hit[1]
+
+
+def _vllm(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray, step: np.ndarray):
+    k = experts.shape[1]
+    t = local_index(src, step, ctx.topology.num_gpus)
+    return _by_replica_index(ctx, layer, experts, t[:, None] * k + np.arange(k)[None, :])
+
+
+def _trtllm(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray, step: np.ndarray):
+    n, k = experts.shape
+    G = ctx.topology.num_gpus
+    E = ctx.placement.num_experts
+    flat = local_index(src, step, G)[:, None] * k + np.arange(k)[None, :]  # position in the rank's batch
+    tile = flat // TRTLLM_TILE
+    batch = (step.astype(np.int64) * G + src.astype(np.int64))[:, None]
+    tiles = int(tile.max()) + 1 if tile.size else 1
+    # selections in the order the kernel sees them: by rank batch, then flat position
+    key = ((batch * tiles + tile) * E + experts.astype(np.int64)).ravel()
+    order = np.lexsort((flat.ravel(), batch.repeat(k, axis=1).ravel()))
+    arrivals = np.empty(n * k, dtype=np.int64)
+    arrivals[order] = deal_ranks(key[order])
+    r = arrivals.reshape(n, k) + tile + src.astype(np.int64)[:, None]
+    return _by_replica_index(ctx, layer, experts, r)
+
+
+def _sglang_choice(ctx: RoutingContext) -> tuple[np.ndarray, np.ndarray]:
+    """SGLang's per-rank candidate narrowing, for every layer.
+
+    Returns ``near int64 [L, G, E]`` (the chosen slot for ranks with a same-GPU or narrowing
+    same-node replica, else ``-1``) and ``static int64 [L, G, E]`` (the static map: ``near`` where
+    set, else the seeded even spread).
+    """
+    rs, nrep = ctx.replica_slots, ctx.num_replicas
+    L, E, R = rs.shape
+    G = ctx.topology.num_gpus
+    S = ctx.slots_per_gpu
+    server = np.asarray(ctx.topology.server_of, dtype=np.int64)
+    valid = rs >= 0  # [L, E, R]
+    gpu = np.where(valid, rs // S, -1)
+    node = np.where(valid, server[np.maximum(gpu, 0)], -1)
+    ranks = np.arange(G)
+    same_gpu = valid[:, None] & (gpu[:, None] == ranks[None, :, None, None])  # [L, G, E, R]
+    same_node = valid[:, None] & (node[:, None] == server[None, :, None, None])
+    n_node = same_node.sum(axis=3)
+    narrows = (n_node > 0) & (n_node < nrep[:, None, :])
+    first = lambda mask: np.take_along_axis(rs[:, None].repeat(G, axis=1), np.argmax(mask, axis=3)[..., None],
+                                           axis=3)[..., 0]  # noqa: E731
+    single = np.broadcast_to((nrep == 1)[:, None, :], (L, G, E))
+    near = np.where(single, np.broadcast_to(rs[:, None, :, 0], (L, G, E)),
+                    np.where(same_gpu.any(axis=3), first(same_gpu), np.where(narrows, first(same_node), -1)))
+    static = near.copy()
+    rng = random.Random(SGLANG_SEED)
+    for layer in range(L):
+        for e in np.flatnonzero((near[layer] < 0).any(axis=0)):
+            remaining = np.flatnonzero(near[layer, :, e] < 0)
+            cand = [int(p) for p in rs[layer, e, :nrep[layer, e]]]
+            q, m = divmod(len(remaining), len(cand))
+            ans = cand * q + rng.sample(cand, m)
+            rng.shuffle(ans)
+            static[layer, remaining, e] = ans
+    return near, static
+
+
+_SGLANG: dict[int, tuple[object, tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def _sglang_tables(ctx: RoutingContext) -> tuple[np.ndarray, np.ndarray]:
+    hit = _SGLANG.get(id(ctx))
+    if hit is None or hit[0] is not ctx:
+        _SGLANG.clear()
+        hit = (ctx, _sglang_choice(ctx))
+        _SGLANG[id(ctx)] = hit
+    return hit[1]
+
+
+def _sglang_static(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray, step: np.ndarray):
+    _, static = _sglang_tables(ctx)
+    return _one(static[layer][src.astype(np.int64)[:, None], experts.astype(np.int64)])
+
+
+def _sglang_dynamic(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray, step: np.ndarray):
+    near, _ = _sglang_tables(ctx)
+    e = experts.astype(np.int64)
+    chosen = near[layer][src.astype(np.int64)[:, None], e]  # [n, k]
+    rs = ctx.replica_slots[layer][e]  # [n, k, R]
+    nrep = ctx.num_replicas[layer][e][..., None]
+    uniform = np.where(rs >= 0, 1.0 / nrep, 0.0)
+    fixed = chosen >= 0
+    slots = np.where(fixed[..., None], np.where(np.arange(rs.shape[2]) == 0, chosen[..., None], -1), rs)
+    weights = np.where(fixed[..., None], (np.arange(rs.shape[2]) == 0).astype(np.float64), uniform)
+    return slots, weights
+
+
+def _split(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray, step: np.ndarray):
+    table = ctx.placement.routing
+    if table is None:
+        raise input_error("replica rule 'split' needs routing fractions in the placement; solve with a method that "
+                          "writes them or choose another replica rule", ctx.placement.source, "routing")
+    e = experts.astype(np.int64)
+    weights = table[layer][src.astype(np.int64)[:, None], e]  # [n, k, R]
+    return ctx.replica_slots[layer][e], weights
+
+
+@dataclass(frozen=True)
+class ReplicaRule:
+    """A replica rule: ``route(ctx, layer, experts int [n, k], src int [n], step int [n])`` returns
+    ``(slots int64 [n, k, C], probability float64 [n, k, C])`` (``-1`` slots have probability 0).
+
+    ``source`` names the upstream file the rule follows.
+    """
+
+    name: str
+    summary: str
+    source: str
+    route: Callable[..., tuple[np.ndarray, np.ndarray]]
+
+
+#: Replica rules by name (the evaluator's ``replica=`` option).
+REPLICA_RULES: dict[str, ReplicaRule] = {r.name: r for r in (
+    ReplicaRule("nearest", "nearest replica (hops, then s/byte); ties dealt round-robin per (sender, expert)",
+                "placement (this project's rule, shared with placement_runtime)", _nearest),
+    ReplicaRule("vllm", "replica (t * k + j) mod replicas over the rank's batch; no locality",
+                "vllm model_executor/layers/fused_moe/router/base_router.py", _vllm),
+    ReplicaRule("trtllm", "per-expert round robin in arrival order within 1024-selection tiles, rank offset",
+                "TensorRT-LLM cpp/tensorrt_llm/kernels/moeLoadBalance/moeLoadBalanceKernels.cu", _trtllm),
+    ReplicaRule("sglang-static", "fixed replica per (rank, expert): same GPU, else same node, else seeded spread",
+                "sglang python/sglang/srt/eplb/expert_location.py", _sglang_static),
+    ReplicaRule("sglang-dynamic", "same-GPU/node replica if any, else uniform random over replicas",
+                "sglang python/sglang/srt/eplb/expert_location_dispatch.py", _sglang_dynamic),
+    ReplicaRule("split", "the placement's routing fractions per (sender GPU, expert)",
+                "placement (Placement.routing)", _split),
+)}
+
+
+def get_rule(name: str) -> ReplicaRule:
+    """The replica rule called ``name`` (the error lists the rules)."""
+    try:
+        return REPLICA_RULES[name]
+    except KeyError:
+        raise input_error(f"unknown replica rule {name!r}; choose one of {list(REPLICA_RULES)}",
+                          field="replica") from None
