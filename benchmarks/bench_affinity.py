@@ -84,7 +84,7 @@ def run(quick: bool) -> None:
     print(pd.DataFrame(rows).to_string(index=False, float_format=fmt))
     print("\nMoETuner on Mixtral shape: sequential ILP1 -> ILP2 vs joint (same load ratio: eps from the "
           "sequential solution); objective = sum over boundaries of the largest GPU-pair traffic "
-          "(cross: tokens; time: ms)")
+          "(cross: tokens; time: seconds)")
     print(pd.DataFrame(tuner_rows).to_string(index=False, float_format=fmt))
 
 

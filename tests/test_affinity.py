@@ -19,9 +19,11 @@ import placement
 from placement import Placement, evaluate
 from placement.api import as_stats
 from placement.errors import SolveFailedError
-from placement.formulations import _exflow as X
-from placement.formulations import _moetuner as MT
-from placement.formulations._common import solve_model, solver_params
+from placement.formulations import exflow as X
+from placement.formulations import moetuner as MT
+from placement.formulations._common import assignment_from_x, solve_model, solver_params
+from placement.formulations._labels import relabel_by_first_appearance
+from placement.formulations.moetuner.heuristics import lpt_clusters
 from placement.topology import preset
 from placement.trace import ModelSpec, Trace, save_trace
 
@@ -101,6 +103,30 @@ def test_exflow_brute_force_hops_two_servers():
         assert sol.termination == "optimal"
 
 
+def seconds_per_token(trace: Trace, topo) -> np.ndarray:
+    """``[G, G]`` seconds to send one bf16 token of the trace's model (4096 elements by default)."""
+    return np.asarray(topo.seconds_per_byte) * (trace.model.hidden_size or 4096) * 2
+
+
+def test_exflow_time_objective_is_seconds_per_token():
+    # cost=time reports seconds per token: layer-0 dispatch from uniform origins plus every boundary
+    # pair at 1/k token, each send at its route's seconds per token, recomputed from the raw tokens
+    tr = affinity_trace(2, 4, 2, 80, seed=5)
+    sol = placement.solve(tr, FOUR_2S, method="exflow", cost="time", strategy="dp")
+    a = sol.placement.assignment()
+    spt = seconds_per_token(tr, FOUR_2S)
+    ex = tr.experts
+    N, L, k = ex.shape
+    total = 0.0
+    for t in range(N):
+        total += sum(spt[:, a[0, e]].mean() for e in ex[t, 0])
+        for layer in range(L - 1):
+            total += sum(spt[a[layer, i], a[layer + 1, j]] / k for i in ex[t, layer] for j in ex[t, layer + 1])
+    assert sol.termination == "optimal"
+    assert sol.objective == pytest.approx(total / N, rel=1e-12) and sol.bound == pytest.approx(sol.objective)
+    assert 1e-9 < sol.objective < 1e-3  # seconds, not microseconds
+
+
 def test_exflow_model_objective_equals_evaluator_on_any_placement():
     tr = affinity_trace(4, 8, 2, 200, seed=2)
     topo = preset("fat-tree:2x2")
@@ -111,7 +137,7 @@ def test_exflow_model_objective_equals_evaluator_on_any_placement():
         for _ in range(3):
             a = np.stack([rng.permutation(np.arange(8) // 2) for _ in range(4)])
             v = X.warm_start(P, model, a)
-            assert model.max_violation(v) <= 1e-9 or P.uniform  # symmetry rows may cut this labelling
+            assert model.max_violation(v) <= 1e-9 or P.interchangeable_gpus  # symmetry rows may cut this labelling
             assert model.objective_value(v) / P.scale == pytest.approx(metric(tr, topo, a), rel=1e-12)
             assert X.objective(P, a) / P.scale == pytest.approx(metric(tr, topo, a), rel=1e-12)
 
@@ -198,7 +224,7 @@ def test_moetuner_ilp1_brute_force(tiny):
     P = MT.build_problem(as_stats(tiny), TWO, "cross")
     best = 0.0
     for layer in range(3):
-        best += min(float(np.abs(np.bincount(r, weights=P.n[layer], minlength=2) - P.n[layer].sum() / 2).sum())
+        best += min(float(np.abs(np.bincount(r, weights=P.load[layer], minlength=2) - P.load[layer].sum() / 2).sum())
                     for r in balanced_rows(4, 2))
     cl, obj, bound, term = MT.solve_ilp1(P, "highs", 10.0, 1e-9, 0, False)
     assert term == "optimal" and obj == pytest.approx(best) and bound <= obj + 1e-9
@@ -209,11 +235,11 @@ def test_moetuner_ilp2_milp_brute_force(tiny):
     # ILP2 with fixed clusters: each layer's 2 clusters on 2 GPUs (2 ways); the MILP, solved without
     # help, must reach the enumerated optimum of the token-level bottleneck objective
     P = MT.build_problem(as_stats(tiny), TWO, "cross")
-    cl = MT.canonical_clusters(MT.lpt_clusters(P))
+    cl = relabel_by_first_appearance(lpt_clusters(P))
     W = MT.cluster_traffic(P, cl)
-    model = MT.ilp2_model(P, W)
+    model = MT.build_ilp2(P, W)
     res = solve_model(model, "highs", solver_params(time_limit=20, rel_gap=1e-9))
-    perm = X.assignment_from_x(model.block_values(res.solution, "p"))
+    perm = assignment_from_x(model.block_values(res.solution, "p"))
     a = np.take_along_axis(perm, cl, axis=1)
     best = min(bottleneck(tiny, np.take_along_axis(np.stack(p), cl, axis=1), 2)
                for p in itertools.product([np.array([0, 1]), np.array([1, 0])], repeat=3))
@@ -228,9 +254,9 @@ def test_moetuner_joint_brute_force(tiny):
     # joint: all 6^3 balanced placements with max GPU load <= (1 + eps) mean in every layer
     eps = 0.5
     P = MT.build_problem(as_stats(tiny), TWO, "cross")
-    cap = (1 + eps) * P.n.sum(axis=1) / 2
+    cap = (1 + eps) * P.load.sum(axis=1) / 2
     feasible = [a for a in all_placements(3, 4, 2)
-                if all(np.bincount(a[la], weights=P.n[la], minlength=2).max() <= cap[la] + 1e-9 for la in range(3))]
+                if all(np.bincount(a[la], weights=P.load[la], minlength=2).max() <= cap[la] + 1e-9 for la in range(3))]
     best = min(bottleneck(tiny, a, 2) for a in feasible)
     sol = placement.solve(tiny, TWO, method="moetuner-joint", cost="cross", eps=eps, warm=False, rel_gap=1e-9)
     a = sol.placement.assignment()
@@ -250,6 +276,20 @@ def test_moetuner_sequential_objective_and_joint_not_worse():
     assert joint.objective <= seq.objective + 1e-9  # same balance (eps from the sequential run), warm start
     assert joint.objective == pytest.approx(bottleneck(tr, joint.placement.assignment(), 4))
     assert joint.bound is not None and joint.bound <= joint.objective + 1e-9
+
+
+def test_moetuner_time_objective_is_seconds():
+    # cost=time: sum over boundaries of the largest GPU-pair traffic (tokens) x seconds per token
+    tr = affinity_trace(3, 4, 2, 60, seed=12)
+    spt = seconds_per_token(tr, FOUR_2S)
+    off = ~np.eye(4, dtype=bool)
+    for method in ("moetuner", "moetuner-joint"):
+        sol = placement.solve(tr, FOUR_2S, method=method, cost="time", rel_gap=1e-9)
+        traffic = token_traffic(tr, sol.placement.assignment(), 4)
+        seconds = float(sum((t * spt)[off].max() for t in traffic))
+        assert sol.objective == pytest.approx(seconds, rel=1e-12)
+        assert 1e-9 < sol.objective < 1e-3  # seconds, not milliseconds
+        assert sol.bound is not None and sol.bound <= sol.objective
 
 
 def test_moetuner_joint_infeasible_eps_message():

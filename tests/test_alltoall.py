@@ -67,7 +67,7 @@ def test_objective_is_evaluator_time_minus_latency(topo_name, dtype):
         cont = placement.solve(trace, topo, method="contiguous").placement
         inst = alltoall.build_instance(as_stats(trace), topo, dtype=dtype)
         mc = evaluate(cont, trace, topo, origins="uniform", dtype=dtype)
-        assert alltoall.layer_objective(inst, cont.assignment()).sum() == pytest.approx(
+        assert alltoall.layer_times(inst, cont.assignment()).sum() == pytest.approx(
             mc.alltoall_time - _latency_terms(mc), rel=1e-9, abs=0)
 
 
@@ -79,12 +79,12 @@ def test_brute_force_optimal(topo_name, m):
     inst = alltoall.build_instance(as_stats(trace), topo, experts_per_gpu=m)
     best = 0.0
     for layer in range(trace.num_layers):
-        w = inst.weight[layer]
+        w = inst.load[layer]
         values = []
         for a in itertools.product(range(4), repeat=4):
             a = np.array(a)
             if np.bincount(a, minlength=4).max() <= m:
-                ld, lc = w @ np.eye(4)[a] @ inst.kd, w @ np.eye(4)[a] @ inst.kc
+                ld, lc = w @ np.eye(4)[a] @ inst.dispatch_seconds, w @ np.eye(4)[a] @ inst.combine_seconds
                 values.append(ld.max() + lc.max())
         best += min(values)
         assert alltoall.arc_bound(inst, w) <= min(values) * (1 + 1e-12)

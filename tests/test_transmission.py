@@ -309,8 +309,8 @@ def test_disaggregation_is_balanced():
     # one class of 4 GPUs, 3 layers of 6 experts, m = 2, M = 5: wrap-around gives 4 or 5 per GPU
     inst = tx.TransmissionInstance(
         variant="transmission", origins="uniform", cost_kind="hops", aggregate="class", num_gpus=4,
-        class_of=np.zeros(4, dtype=np.int64), class_size=np.array([4]), per_layer=2, memory=5, shared_slots=0,
-        weight=np.ones((3, 6)), class_h=np.array([1.0]), general_cost=None, scale=None)
+        class_of=np.zeros(4, dtype=np.int64), class_size=np.array([4]), experts_per_gpu=2, memory=5,
+        shared_slots=0, popularity=np.ones((3, 6)), class_round_trip=np.array([1.0]), general_cost=None, scale=None)
     gpus = tx.disaggregate(inst, np.zeros((3, 6), dtype=np.int64))
     per_layer = np.stack([np.bincount(row, minlength=4) for row in gpus])
     assert per_layer.max() <= 2

@@ -7,14 +7,16 @@ they call :func:`solve_model`, which reaches the solver only through :mod:`place
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import PlacementInputError, SolveFailedError, input_error
-from ..milp import MilpModel, SolveParams, SolveResult
+from ..milp import MilpModel, SolveParams, SolveResult, relative_gap
 from ..registry import Option
 
 __all__ = ["SOLVER_OPTIONS", "SolveFailedError", "solve_model", "solver_params", "assignment_from_x",
-           "experts_per_gpu_cap"]
+           "experts_per_gpu_cap", "power_of_two_near", "proven_gap"]
 
 
 #: Options every MILP-backed method accepts (``--option backend=cpsat`` etc. on the CLI).
@@ -80,3 +82,32 @@ def experts_per_gpu_cap(experts_per_gpu: int, num_experts: int, num_gpus: int) -
         raise input_error(f"experts_per_gpu={m} gives {m * G} slots per layer on {G} GPUs, fewer than the "
                           f"{E} experts of a layer; use at least {-(-E // G)}", field="experts_per_gpu")
     return m
+
+
+def power_of_two_near(value: float) -> float:
+    """``2 ** round(log2(value))``, or 1 for a value that is not positive and finite.
+
+    Formulations divide costs by it so that the numbers a solver sees are near 1 (seconds per byte
+    are ~1e-11, which solvers take for zero); dividing or multiplying by a power of two is exact
+    in floating point, so the reported objective is the model's times this unit, with no rounding.
+
+    >>> power_of_two_near(1e-7), power_of_two_near(3.0), power_of_two_near(0.0)
+    (1.1920928955078125e-07, 4.0, 1.0)
+    """
+    if not (value > 0 and math.isfinite(value)):
+        return 1.0
+    return float(2.0 ** round(math.log2(value)))
+
+
+def proven_gap(objective: float, bound: float | None) -> float | None:
+    """:func:`~placement.milp.relative_gap` of ``objective`` and a proven lower ``bound``.
+
+    A bound above the objective is rounding and counts as the objective; ``None`` without a finite
+    bound.
+
+    >>> proven_gap(4.0, 3.0), proven_gap(4.0, 4.5), proven_gap(4.0, None)
+    (0.25, 0.0, None)
+    """
+    if bound is None or not math.isfinite(bound):
+        return None
+    return relative_gap(objective, min(bound, objective))

@@ -9,8 +9,9 @@ busiest link's bytes over its bandwidth plus a latency; this method minimises ex
 Data (per layer ``l``; uniform origins, origin dispatch, no de-duplication)
     ``w[e]``: selections of expert ``e`` in the trace (:attr:`TraceStats.load`).
     ``R[(u, v), a]``: 1 when the route from GPU ``u`` to GPU ``v`` uses directed arc ``a``
-    (:attr:`Topology.route_matrix`); ``bw[a]``: its bandwidth; ``b``: bytes per token
-    (``hidden_size * bytes(dtype)``, the evaluator's defaults).
+    (:attr:`Topology.route_matrix`); ``bw[a]``: its bandwidth; ``b``: bytes per token,
+    :func:`placement.costs.wire_for` the trace's model with the ``hidden_size`` and ``dtype``
+    options (``hidden_size * DTYPE_BYTES[dtype]``, the evaluator's defaults).
     ``Kd[g, a] = b / (G * bw[a]) * sum_u R[(u, g), a]``: seconds arc ``a`` spends in the dispatch
     phase per token of an expert on GPU ``g`` (tokens start on every GPU with probability
     ``1 / G``); ``Kc[g, a] = b / (G * bw[a]) * sum_u R[(g, u), a]`` the same for the combine phase
@@ -19,7 +20,10 @@ Data (per layer ``l``; uniform origins, origin dispatch, no de-duplication)
 Variables
     ``x[e, g]`` in {0, 1}: expert ``e`` lives on GPU ``g``; ``t_d, t_c >= 0``: phase times.
 Objective
-    ``min t_d + t_c`` (summed over layers: the layers decouple).
+    ``min t_d + t_c`` seconds (summed over layers: the layers decouple).  The reported objective
+    and bound are seconds; each layer's MILP carries its times divided by a power of two near
+    the layer's heuristic objective (:func:`~placement.formulations._common.power_of_two_near`,
+    exact), and its bound is multiplied back.
 Constraints
     ``sum_g x[e, g] = 1``; ``sum_e x[e, g] <= m``;
     ``sum_{e, g} w[e] Kd[g, a] x[e, g] <= t_d`` for every kept dispatch arc, likewise combine.
@@ -74,8 +78,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..costs import DTYPE_BYTES, wire_for
 from ..errors import input_error
-from ..evaluate import DEFAULT_HIDDEN_SIZE, DTYPE_BYTES
 from ..milp import MilpBuilder, MilpModel, relative_gap
 from ..placement import Placement
 from ..registry import Method, Option, register
@@ -85,6 +89,7 @@ from ._common import (
     SolveFailedError,
     assignment_from_x,
     experts_per_gpu_cap,
+    power_of_two_near,
     solve_model,
     solver_params,
 )
@@ -93,8 +98,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..stats import TraceStats
     from ..topology import Topology
 
-__all__ = ["AlltoallInstance", "build_instance", "layer_objective", "greedy", "local_search", "arc_bound",
-           "build_layer_model", "alltoall_time_method", "SOLVERS"]
+__all__ = ["AlltoallInstance", "build_instance", "arc_times", "layer_time", "layer_times", "greedy", "local_search",
+           "arc_bound", "build_layer_model", "build_load_lp", "alltoall_time_method", "SOLVERS"]
 
 SOLVERS = ("milp", "heuristic")
 #: relative tolerance under which two objective values count as equal in the local search
@@ -105,47 +110,60 @@ _REL_TOL = 1e-12
 class AlltoallInstance:
     """The per-layer data of the model (see the module docstring).
 
-    ``weight float64 [L, E]`` selections; ``kd float64 [G, Ad]`` and ``kc float64 [G, Ac]``
-    seconds per token on each kept arc; ``arcs_d``/``arcs_c`` the kept arcs' indices;
-    ``per_layer`` ``m``; ``bytes_per_token``; ``latency_s`` the left-out latency term (upper bound).
+    Attributes
+    ----------
+    load:
+        ``float64 [L, E]`` ``w``: selections of each expert in the trace.
+    dispatch_seconds:
+        ``float64 [G, Ad]`` ``Kd``: seconds each kept dispatch arc spends per token of an expert
+        on GPU ``g``.
+    combine_seconds:
+        ``float64 [G, Ac]`` ``Kc``: the same for the combine phase.
+    dispatch_arcs, combine_arcs:
+        ``int64 [Ad]``, ``int64 [Ac]``: the kept arcs' indices in :attr:`Topology.arc_bandwidth`.
+    experts_per_gpu:
+        ``m``: at most this many experts of one layer per GPU.
+    bytes_per_token:
+        ``b`` (:class:`placement.costs.Wire`).
+    latency_s:
+        The left-out latency term, seconds (an upper bound).
     """
 
-    weight: np.ndarray
-    kd: np.ndarray
-    kc: np.ndarray
-    arcs_d: np.ndarray
-    arcs_c: np.ndarray
-    per_layer: int
+    load: np.ndarray
+    dispatch_seconds: np.ndarray
+    combine_seconds: np.ndarray
+    dispatch_arcs: np.ndarray
+    combine_arcs: np.ndarray
+    experts_per_gpu: int
     bytes_per_token: int
     latency_s: float
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
-        return int(self.weight.shape[0])
+        return int(self.load.shape[0])
 
     @property
     def num_experts(self) -> int:
-        return int(self.weight.shape[1])
+        return int(self.load.shape[1])
 
     @property
     def num_gpus(self) -> int:
-        return int(self.kd.shape[0])
+        return int(self.dispatch_seconds.shape[0])
 
 
 def build_instance(stats: TraceStats, topology: Topology, *, experts_per_gpu: int = 0,
                    hidden_size: int = 0, dtype: str = "bf16") -> AlltoallInstance:
-    """Validate the options and compute ``w``, ``Kd`` and ``Kc`` (vectorised, sparse routes)."""
+    """Validate the options and compute ``w``, ``Kd`` and ``Kc`` (vectorised, sparse routes).
+
+    Bytes per token are :func:`placement.costs.wire_for` ``(trace.model, hidden_size, dtype)``,
+    which also validates both options.
+    """
     trace = stats.trace
     L, E, G = trace.num_layers, trace.num_experts, topology.num_gpus
     m = experts_per_gpu_cap(experts_per_gpu, E, G)
-    if dtype not in DTYPE_BYTES:
-        raise input_error(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPE_BYTES)}", field="dtype")
-    if hidden_size < 0:
-        raise input_error(f"must be >= 0 (0: the model's, else {DEFAULT_HIDDEN_SIZE}), got {hidden_size}",
-                          field="hidden_size")
-    hs = int(hidden_size) or trace.model.hidden_size or DEFAULT_HIDDEN_SIZE
-    bpt = int(hs) * DTYPE_BYTES[dtype]
+    wire = wire_for(trace.model, hidden_size, dtype)
+    bpt = wire.bytes_per_token
     route = sp.csr_matrix(topology.route_matrix)
     bw = np.asarray(topology.arc_bandwidth, dtype=np.float64)
     rows = np.arange(G * G)
@@ -162,41 +180,40 @@ def build_instance(stats: TraceStats, topology: Topology, *, experts_per_gpu: in
     cols = np.concatenate([kd, kc], axis=1)
     distinct = int(np.unique(cols, axis=0).shape[0]) if G else 0
     lat = float(np.max(topology.latency)) if G > 1 else 0.0
-    return AlltoallInstance(weight=stats.load.astype(np.float64), kd=kd, kc=kc, arcs_d=arcs_d, arcs_c=arcs_c,
-                            per_layer=m, bytes_per_token=bpt, latency_s=2.0 * L * lat,
-                            info={"distinct_columns": distinct, "hidden_size": hs})
+    return AlltoallInstance(load=stats.load.astype(np.float64), dispatch_seconds=kd, combine_seconds=kc,
+                            dispatch_arcs=arcs_d, combine_arcs=arcs_c, experts_per_gpu=m, bytes_per_token=bpt,
+                            latency_s=2.0 * L * lat,
+                            info={"distinct_columns": distinct, "hidden_size": wire.hidden_size})
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def _arc_times(inst: AlltoallInstance, w: np.ndarray, assign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def arc_times(inst: AlltoallInstance, w: np.ndarray, assign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds on each kept dispatch arc (``float64 [Ad]``) and combine arc (``float64 [Ac]``) of one
+    layer's assignment ``int [E]`` with loads ``w float64 [E]``."""
     y = np.bincount(assign, weights=w, minlength=inst.num_gpus)
-    return y @ inst.kd, y @ inst.kc
+    return y @ inst.dispatch_seconds, y @ inst.combine_seconds
 
 
 def _max(a: np.ndarray) -> float:
     return float(a.max()) if a.size else 0.0
 
 
-def layer_objective_1(inst: AlltoallInstance, w: np.ndarray, assign: np.ndarray) -> float:
-    """``t_d + t_c`` (seconds) of one layer's assignment ``int [E]`` with loads ``w``."""
-    ld, lc = _arc_times(inst, w, assign)
+def layer_time(inst: AlltoallInstance, w: np.ndarray, assign: np.ndarray) -> float:
+    """``t_d + t_c`` (seconds) of one layer's assignment ``int [E]`` with loads ``w float64 [E]``."""
+    ld, lc = arc_times(inst, w, assign)
     return _max(ld) + _max(lc)
 
 
-def layer_objective(inst: AlltoallInstance, assign: np.ndarray) -> np.ndarray:
-    """``float64 [L]`` ``t_d + t_c`` (seconds) of a GPU assignment ``int [L, E]``."""
-    out = np.zeros(inst.num_layers)
-    for layer in range(inst.num_layers):
-        ld, lc = _arc_times(inst, inst.weight[layer], assign[layer])
-        out[layer] = _max(ld) + _max(lc)
-    return out
+def layer_times(inst: AlltoallInstance, assign: np.ndarray) -> np.ndarray:
+    """``float64 [L]`` ``t_d + t_c`` (seconds) of each layer of a GPU assignment ``int [L, E]``."""
+    return np.array([layer_time(inst, inst.load[layer], assign[layer]) for layer in range(inst.num_layers)])
 
 
 # ---------------------------------------------------------------------------------------------- heuristic
 def greedy(inst: AlltoallInstance, w: np.ndarray) -> np.ndarray:
     """``int64 [E]``: hottest expert first, each to the free GPU minimising the phase-time sum."""
-    G, E, m = inst.num_gpus, w.size, inst.per_layer
-    kd, kc = inst.kd, inst.kc
+    G, E, m = inst.num_gpus, w.size, inst.experts_per_gpu
+    kd, kc = inst.dispatch_seconds, inst.combine_seconds
     ld, lc = np.zeros(kd.shape[1]), np.zeros(kc.shape[1])
     free = np.full(G, m, dtype=np.int64)
     assign = np.empty(E, dtype=np.int64)
@@ -227,10 +244,10 @@ def local_search(inst: AlltoallInstance, w: np.ndarray, assign: np.ndarray, dead
 
     Stops early at ``deadline`` (``time.perf_counter()``) or once the objective is ``<= target``.
     """
-    G, m = inst.num_gpus, inst.per_layer
-    kd, kc = inst.kd, inst.kc
+    G, m = inst.num_gpus, inst.experts_per_gpu
+    kd, kc = inst.dispatch_seconds, inst.combine_seconds
     assign = assign.copy()
-    ld, lc = _arc_times(inst, w, assign)
+    ld, lc = arc_times(inst, w, assign)
     count = np.bincount(assign, minlength=G)
 
     def score(nd: np.ndarray, nc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -294,7 +311,7 @@ def arc_bound(inst: AlltoallInstance, w: np.ndarray) -> float:
     the smallest coefficient, ``m`` per GPU (rearrangement inequality); the phase time is at
     least the largest such minimum over its arcs.
     """
-    E, m = w.size, inst.per_layer
+    E, m = w.size, inst.experts_per_gpu
     ws = np.sort(w)[::-1]
 
     def phase(k: np.ndarray) -> float:
@@ -303,7 +320,7 @@ def arc_bound(inst: AlltoallInstance, w: np.ndarray) -> float:
         slots = np.sort(np.repeat(k, m, axis=0), axis=0)[:E]  # [E, A] cheapest E slots per arc, ascending
         return float((ws[:, None] * slots).sum(axis=0).max())
 
-    return phase(inst.kd) + phase(inst.kc)
+    return phase(inst.dispatch_seconds) + phase(inst.combine_seconds)
 
 
 # ---------------------------------------------------------------------------------------------- MILP
@@ -314,8 +331,8 @@ def build_layer_model(inst: AlltoallInstance, w: np.ndarray, unit: float = 1.0) 
     x = b.add_block("x", (E, G), ("expert", "gpu"), integer=True, upper=1.0)
     t = b.add_block("t", 2, "phase", cost=1.0)
     b.add_row_sums("assign", x, lower=1.0, upper=1.0)
-    b.add_row_sums("per_layer", x.T, upper=float(inst.per_layer))
-    for p, (name, k) in enumerate((("dispatch", inst.kd), ("combine", inst.kc))):
+    b.add_row_sums("per_layer", x.T, upper=float(inst.experts_per_gpu))
+    for p, (name, k) in enumerate((("dispatch", inst.dispatch_seconds), ("combine", inst.combine_seconds))):
         A = k.shape[1]
         if not A:
             continue
@@ -338,14 +355,14 @@ def build_load_lp(inst: AlltoallInstance, w: np.ndarray, unit: float = 1.0) -> M
     with ``z_kg >= y_g - s_k``, ``z >= 0``.  Arc times are linear in ``y``, so
     ``min t_d + t_c`` over this polytope is a lower bound of the layer's optimum.
     """
-    G, m = inst.num_gpus, inst.per_layer
+    G, m = inst.num_gpus, inst.experts_per_gpu
     W = float(w.sum())
     top = np.concatenate([[0.0], np.cumsum(np.sort(w)[::-1])])
     b = MilpBuilder(name="alltoall-load-lp")
     y = b.add_block("y", G, "gpu", upper=top[min(m, w.size)] / W)
     t = b.add_block("t", 2, "phase", cost=1.0)
     b.add_row_sums("total", y[None, :], lower=1.0, upper=1.0)
-    for p, (name, k) in enumerate((("dispatch", inst.kd), ("combine", inst.kc))):
+    for p, (name, k) in enumerate((("dispatch", inst.dispatch_seconds), ("combine", inst.combine_seconds))):
         A = k.shape[1]
         if not A:
             continue
@@ -378,7 +395,7 @@ def _load_lp_bound(inst: AlltoallInstance, w: np.ndarray, backend: str, threads:
     """:func:`build_load_lp`'s optimum in seconds (0 when the LP does not finish optimal)."""
     if w.sum() <= 0 or scale <= 0:
         return 0.0
-    unit = float(2.0 ** round(math.log2(scale)))
+    unit = power_of_two_near(scale)
     try:
         res = solve_model(build_load_lp(inst, w, unit), backend, solver_params(0.0, 0.0, threads, False))
     except SolveFailedError:
@@ -407,21 +424,21 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
     objs = np.zeros(L)
     passes = 0
     for layer in range(L):
-        w = inst.weight[layer]
+        w = inst.load[layer]
         a = greedy(inst, w)
         arc_bounds[layer] = arc_bound(inst, w)
         if solver == "milp":
-            lp_bounds[layer] = _load_lp_bound(inst, w, backend, threads, float(layer_objective_1(inst, w, a)))
+            lp_bounds[layer] = _load_lp_bound(inst, w, backend, threads, layer_time(inst, w, a))
         bounds[layer] = max(arc_bounds[layer], lp_bounds[layer])
         remaining = budget - (time.perf_counter() - t0)
         deadline = time.perf_counter() + max(remaining * search_share / (L - layer), 0.0)
         a, p = local_search(inst, w, a, deadline, target=bounds[layer] * (1 + rel_gap))
         passes += p
         assign[layer] = a
-    objs[:] = layer_objective(inst, assign)
-    info: dict[str, Any] = {"solver": solver, "experts_per_gpu": inst.per_layer, "bytes_per_token":
-                            inst.bytes_per_token, "arcs_dispatch": int(inst.arcs_d.size),
-                            "arcs_combine": int(inst.arcs_c.size), "latency_s": inst.latency_s,
+    objs[:] = layer_times(inst, assign)
+    info: dict[str, Any] = {"solver": solver, "experts_per_gpu": inst.experts_per_gpu, "bytes_per_token":
+                            inst.bytes_per_token, "arcs_dispatch": int(inst.dispatch_arcs.size),
+                            "arcs_combine": int(inst.combine_arcs.size), "latency_s": inst.latency_s,
                             "search_passes": passes, "heuristic_objective": float(objs.sum()),
                             "arc_bound": float(arc_bounds.sum()), **inst.info}
     termination = Termination.HEURISTIC
@@ -431,7 +448,7 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
         termination = Termination.OPTIMAL
         info["load_lp_bound"] = float(lp_bounds.sum())
         for layer in range(L):
-            w = inst.weight[layer]
+            w = inst.load[layer]
             if objs[layer] <= bounds[layer] * (1 + rel_gap) or objs[layer] <= 0:
                 continue  # already proven optimal (within rel_gap) by the bounds
             remaining = budget - (time.perf_counter() - t0)
@@ -440,12 +457,12 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
                 termination = Termination.FEASIBLE
                 limits.append("time")
                 continue
-            unit = float(2.0 ** round(math.log2(objs[layer])))
+            unit = power_of_two_near(float(objs[layer]))
             model = build_layer_model(inst, w, unit)
             start = np.zeros(model.num_vars)
             xcols = model.block("x").indices().reshape(E, G)
             start[xcols[np.arange(E), assign[layer]]] = 1.0
-            ld, lc = _arc_times(inst, w, assign[layer])
+            ld, lc = arc_times(inst, w, assign[layer])
             start[model.block("t").indices()] = [_max(ld) / unit, _max(lc) / unit]
             params = solver_params(per if math.isfinite(per) else 0.0, rel_gap, threads, verbose, warm_start=start)
             try:
@@ -465,9 +482,8 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
                 cand = assignment_from_x(x)
             except SolveFailedError:
                 continue
-            if np.bincount(cand, minlength=G).max() <= inst.per_layer:
-                ld, lc = _arc_times(inst, w, cand)
-                value = _max(ld) + _max(lc)
+            if np.bincount(cand, minlength=G).max() <= inst.experts_per_gpu:
+                value = layer_time(inst, w, cand)
                 if value < objs[layer]:
                     objs[layer], assign[layer] = value, cand
                     improved += 1
@@ -479,7 +495,7 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
     gap = relative_gap(objective, bound)
     if solver == "milp" and termination is not Termination.OPTIMAL and gap <= max(rel_gap, 10 * _LP_SAFETY):
         termination = Termination.OPTIMAL
-    placement = Placement.from_assignment(assign, G, slots_per_gpu=inst.per_layer,
+    placement = Placement.from_assignment(assign, G, slots_per_gpu=inst.experts_per_gpu,
                                           metadata={"method": "alltoall-time"})
     return make_solution(placement, "alltoall-time", termination=termination, objective=objective, bound=bound,
                          wall_time=time.perf_counter() - t0, info=info)

@@ -13,7 +13,7 @@ every expert of every MoE layer on a GPU so that the expected number of network 
 Data
     ``d(u, s)``: hops from GPU ``u`` to GPU ``s`` (:attr:`Topology.hops`: a link inside a server is
     free, every other link costs one hop); with ``cost="time"``, seconds per byte along the route
-    (:attr:`Topology.seconds_per_byte`) instead.
+    instead (both :func:`placement.costs.pair_costs`: ``hops`` and ``seconds_per_byte``).
     ``pi(u)``: where tokens are dispatched from: uniform ``1 / G`` (default, the paper), or the
     trace's origin ranks (``origins="trace"``).
     ``h[s] = sum_u pi(u) * (d(u, s) + d(s, u))``: expected cost to send a token to ``s`` and back.
@@ -37,6 +37,9 @@ the decoded placement: with uniform origins the evaluator's expected hops are
 ``sum_{l,e} p[l,e] * h[gpu(l,e)]``, with ``origins="trace"`` they are ``sum_{l,e} c[l, e, gpu(l,e)]``
 (``transmission-load``; for ``transmission`` only when the trace's loads are uniform, since its
 ``p`` ignores them).  ``cost="time"`` gives expected seconds per byte of a token's round trips.
+Reported objective and bound: hop-transmissions per token (``cost="hops"``) or seconds per byte
+(``"time"``); the MILP carries time costs divided by
+:attr:`TransmissionInstance.cost_unit`, a power of two (exact), and its bound is multiplied back.
 
 Why it solves in well under a second (each claim is tested)
 -----------------------------------------------------------
@@ -102,6 +105,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..costs import Wire, pair_costs, wire_for
 from ..errors import input_error
 from ..milp import MilpBuilder, MilpModel
 from ..placement import Placement
@@ -112,6 +116,7 @@ from ._common import (
     SolveFailedError,
     assignment_from_x,
     experts_per_gpu_cap,
+    power_of_two_near,
     solve_model,
     solver_params,
 )
@@ -149,16 +154,19 @@ class TransmissionInstance:
         ``G``.
     class_of:
         ``int64 [G]`` class of each GPU; ``class_size`` ``int64 [C]`` GPUs per class.
-    per_layer:
+    experts_per_gpu:
         ``m``, experts of one layer per GPU.
     memory:
         ``M``, expert slots per GPU for routed experts over all layers, or ``None`` (no limit).
     shared_slots:
         Slots per GPU taken by replicated shared experts (``L * num_shared_experts`` or 0).
-    weight, class_h:
-        Rank-one costs: ``float64 [L, E]`` ``p`` and ``float64 [C]`` ``h`` (``None`` otherwise).
+    popularity, class_round_trip:
+        Rank-one costs ``c[l, e, C] = p[l, e] h[C]``: ``float64 [L, E]`` ``p`` and ``float64 [C]``
+        ``h`` (a round trip to a GPU of the class), ``None`` otherwise.
     general_cost:
-        ``float64 [L, E, C]`` costs that are not rank one (``None`` for rank one).
+        ``float64 [L, E, C]`` costs that are not rank one (``None`` for rank one).  Costs are in
+        the method's reported units: hop-transmissions per token (``cost_kind="hops"``) or
+        seconds per byte of a token's round trips (``"time"``).
     scale:
         A number ``S`` such that ``cost * S`` should be integral (hop costs), or ``None``.
     """
@@ -170,11 +178,11 @@ class TransmissionInstance:
     num_gpus: int
     class_of: np.ndarray
     class_size: np.ndarray
-    per_layer: int
+    experts_per_gpu: int
     memory: int | None
     shared_slots: int
-    weight: np.ndarray | None
-    class_h: np.ndarray | None
+    popularity: np.ndarray | None
+    class_round_trip: np.ndarray | None
     general_cost: np.ndarray | None
     scale: float | None
     info: dict[str, Any] = field(default_factory=dict)
@@ -185,11 +193,11 @@ class TransmissionInstance:
 
     @property
     def num_layers(self) -> int:
-        return int(self.cost.shape[0]) if self.weight is None else int(self.weight.shape[0])
+        return int(self.cost.shape[0]) if self.popularity is None else int(self.popularity.shape[0])
 
     @property
     def num_experts(self) -> int:
-        return int(self.cost.shape[1]) if self.weight is None else int(self.weight.shape[1])
+        return int(self.cost.shape[1]) if self.popularity is None else int(self.popularity.shape[1])
 
     @property
     def num_classes(self) -> int:
@@ -198,7 +206,7 @@ class TransmissionInstance:
     @property
     def layer_cap(self) -> np.ndarray:
         """``int64 [C]`` experts of one layer a class can hold (``n_C * m``, at most ``E``)."""
-        return np.minimum(self.class_size * self.per_layer, self.num_experts)
+        return np.minimum(self.class_size * self.experts_per_gpu, self.num_experts)
 
     @property
     def memory_cap(self) -> np.ndarray | None:
@@ -210,8 +218,8 @@ class TransmissionInstance:
         """``float64 [L, E, C]`` the cost of expert ``(l, e)`` on a GPU of class ``C``."""
         if self.general_cost is not None:
             return self.general_cost
-        assert self.weight is not None and self.class_h is not None
-        return self.weight[:, :, None] * self.class_h[None, None, :]
+        assert self.popularity is not None and self.class_round_trip is not None
+        return self.popularity[:, :, None] * self.class_round_trip[None, None, :]
 
     @cached_property
     def cost_unit(self) -> float:
@@ -221,21 +229,20 @@ class TransmissionInstance:
         this unit (dividing by a power of two is exact in floating point).
         """
         top = float(self.cost.max()) if self.cost.size else 0.0
-        if self.cost_kind == "hops" or top <= 0:
-            return 1.0
-        return float(2.0 ** round(math.log2(top)))
+        return 1.0 if self.cost_kind == "hops" else power_of_two_near(top)
 
     def objective(self, assign: np.ndarray) -> float:
         """The objective of a class assignment ``int [L, E]``."""
         if self.rank1:
-            assert self.weight is not None and self.class_h is not None
-            return float(np.sum(self.weight * self.class_h[assign]))
+            assert self.popularity is not None and self.class_round_trip is not None
+            return float(np.sum(self.popularity * self.class_round_trip[assign]))
         return float(np.take_along_axis(self.cost, assign[:, :, None], axis=2).sum())
 
 
-def _cost_matrix(topology: Topology, cost: str) -> np.ndarray:
-    """``float64 [G, G]`` ``D2[u, s] = d(u, s) + d(s, u)``."""
-    d = topology.cost_matrix(cost)
+def _round_trip_costs(topology: Topology, cost: str, wire: Wire) -> np.ndarray:
+    """``float64 [G, G]`` ``D2[u, s] = d(u, s) + d(s, u)``, ``d`` from :func:`placement.costs.pair_costs`:
+    ``hops`` (links) for ``cost="hops"``, ``seconds_per_byte`` for ``"time"``."""
+    d = pair_costs(topology, wire).of("hops" if cost == "hops" else "seconds_per_byte")
     return d + d.T
 
 
@@ -287,7 +294,7 @@ def build_instance(stats: TraceStats, topology: Topology, *, variant: str = "tra
             raise input_error(f"memory={memory} slots per GPU ({shared} of them for shared experts) leave "
                               f"{M * G} slots on {G} GPUs for the {L * E} routed experts; use at least "
                               f"{-(-L * E // G) + shared}", field="memory")
-    D2 = _cost_matrix(topology, cost)
+    D2 = _round_trip_costs(topology, cost, wire_for(trace.model))
     hops = cost == "hops"
 
     if origins == "trace":
@@ -297,12 +304,12 @@ def build_instance(stats: TraceStats, topology: Topology, *, variant: str = "tra
             have = "no origin ranks" if by_origin is None else f"origins for {ranks} ranks"
             raise input_error(f"origins='trace' needs a trace whose origin ranks are the topology's {G} "
                               f"GPUs; this trace has {have}; use origins='uniform'", field="origins")
-    weight: np.ndarray | None = None
-    class_h: np.ndarray | None = None
+    popularity: np.ndarray | None = None
+    class_round_trip: np.ndarray | None = None
     general: np.ndarray | None = None
     scale: float | None = None
     if variant == "transmission":
-        weight = np.full((L, E), k / E)
+        popularity = np.full((L, E), k / E)
         if origins == "trace":
             counts = np.asarray(stats.origin_counts, dtype=np.float64)
             h = counts @ D2 / counts.sum()
@@ -312,7 +319,7 @@ def build_instance(stats: TraceStats, topology: Topology, *, variant: str = "tra
             scale = float(E * G) if hops else None
         class_of = _classes(h[:, None], topology, aggregate)
     elif origins == "uniform":
-        weight = np.asarray(stats.probability, dtype=np.float64)
+        popularity = np.asarray(stats.probability, dtype=np.float64)
         h = D2.mean(axis=0)
         per_layer = stats.load.sum(axis=1)
         if hops and per_layer.size and np.all(per_layer == per_layer[0]):
@@ -330,14 +337,14 @@ def build_instance(stats: TraceStats, topology: Topology, *, variant: str = "tra
     rep = np.zeros(C, dtype=np.int64)
     rep[class_of[::-1]] = np.arange(G)[::-1]  # first GPU of each class
     if h is not None:
-        class_h = h[rep]
+        class_round_trip = h[rep]
     else:
         q = np.transpose(stats.load_by_origin, (1, 2, 0)).astype(np.float64) / trace.num_tokens  # [L, E, U]
         general = (q.reshape(L * E, G) @ D2[:, rep]).reshape(L, E, C)
     return TransmissionInstance(
         variant=variant, origins=origins, cost_kind=cost, aggregate=aggregate, num_gpus=G, class_of=class_of,
-        class_size=size, per_layer=m, memory=M, shared_slots=shared, weight=weight, class_h=class_h,
-        general_cost=general, scale=scale)
+        class_size=size, experts_per_gpu=m, memory=M, shared_slots=shared, popularity=popularity,
+        class_round_trip=class_round_trip, general_cost=general, scale=scale)
 
 
 # ---------------------------------------------------------------------------------------------- MILP model
@@ -385,10 +392,10 @@ def _decoupled(instance: TransmissionInstance) -> tuple[np.ndarray, str]:
     L, E = instance.num_layers, instance.num_experts
     cap = instance.layer_cap
     if instance.rank1:
-        assert instance.weight is not None and instance.class_h is not None
-        by_cost = np.argsort(instance.class_h, kind="stable")
+        assert instance.popularity is not None and instance.class_round_trip is not None
+        by_cost = np.argsort(instance.class_round_trip, kind="stable")
         slots = np.repeat(by_cost, cap[by_cost])[:E]  # the E cheapest slots, cheapest first
-        order = np.argsort(-instance.weight, axis=1, kind="stable")  # most popular first
+        order = np.argsort(-instance.popularity, axis=1, kind="stable")  # most popular first
         assign = np.empty((L, E), dtype=np.int64)
         np.put_along_axis(assign, order, np.broadcast_to(slots, (L, E)), axis=1)
         return assign, "sort"
@@ -504,7 +511,7 @@ def _run(variant: str, stats: TraceStats, topology: Topology, *, solver: str, or
                           aggregate=aggregate)
     build_s = time.perf_counter() - t0
     info: dict[str, Any] = {"solver": solver, "classes": inst.num_classes, "aggregate": aggregate,
-                            "experts_per_gpu": inst.per_layer, "memory": inst.memory,
+                            "experts_per_gpu": inst.experts_per_gpu, "memory": inst.memory,
                             "shared_slots": inst.shared_slots, "origins": origins, "cost": cost}
     if solver == "structured":
         res = solve_structured(inst)
@@ -536,7 +543,7 @@ def _run(variant: str, stats: TraceStats, topology: Topology, *, solver: str, or
         assign = assignment_from_x(x)
         objective = inst.objective(assign)
     gpus = disaggregate(inst, assign)
-    placement = Placement.from_assignment(gpus, inst.num_gpus, slots_per_gpu=inst.per_layer,
+    placement = Placement.from_assignment(gpus, inst.num_gpus, slots_per_gpu=inst.experts_per_gpu,
                                           metadata={"method": variant, "paper": "arXiv 2508.09229"})
     info["build_s"] = build_s
     return make_solution(placement, variant, termination=termination, objective=objective, bound=bound,

@@ -1,0 +1,164 @@
+"""The ``moetuner`` and ``moetuner-joint`` solves, and their :class:`~placement.solution.Solution`.
+
+``moetuner``: ILP1 (:mod:`.ilp1`), then ILP2 (:mod:`.ilp2`) given ILP1's clusters: solved exactly
+by the decomposition when GPUs are interchangeable, else by the MILP warm-started from the
+decomposition's chain improved by cluster swaps; the bound is ILP2's given the clusters.
+
+``moetuner-joint``: the joint model (:mod:`.joint`), warm-started from the sequential solution
+improved by load-feasible expert swaps; ``eps < 0`` takes the sequential solution's own max/mean
+load ratio, so the two compare at equal balance.
+
+Objectives and bounds are reported in :data:`~.problem.REPORTED_UNITS` (model values times
+:attr:`~.problem.TunerProblem.cost_unit`): the sum over layer boundaries of the largest weighted
+GPU-pair traffic, in tokens (``cross``), token-hops (``hops``) or seconds (``time``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from ...errors import SolveFailedError, input_error
+from ...milp import Termination
+from ...solution import Solution, make_solution
+from .._common import assignment_from_x, proven_gap, solve_model, solver_params
+from .._labels import relabel_by_first_appearance
+from .heuristics import swap_descent
+from .ilp1 import solve_ilp1
+from .ilp2 import bottleneck_warm_start, build_ilp2, cluster_traffic, ilp2_decomposition
+from .joint import build_joint, joint_traffic
+from .problem import TunerProblem, bottleneck_objective, build_problem, load_deviation, max_load_ratio
+
+__all__ = ["run_joint", "run_sequential"]
+
+
+def _solution(problem: TunerProblem, topology: Any, method: str, a: np.ndarray, obj: float, bound: float | None,
+              termination: Termination, wall: float, info: dict[str, Any]) -> Solution:
+    """The method's solution; ``obj`` and ``bound`` in model units, reported times ``cost_unit``."""
+    from ...placement import Placement
+
+    placement = Placement.from_assignment(a, topology.num_gpus, metadata={"method": method, "cost": problem.cost})
+    info = dict(info)
+    info.update(max_load_ratio=max_load_ratio(problem, a), load_deviation=load_deviation(problem, a),
+                cost=problem.cost)
+    unit = problem.cost_unit
+    return make_solution(placement, method, termination=termination, objective=obj * unit,
+                         bound=None if bound is None else bound * unit, wall_time=wall, info=info)
+
+
+def _termination(obj: float, bound: float | None, target: float) -> Termination:
+    g = proven_gap(obj, bound)
+    return Termination.OPTIMAL if g is not None and g <= max(target, 1e-9) else Termination.FEASIBLE
+
+
+def _canonical(problem: TunerProblem, a: np.ndarray) -> np.ndarray:
+    """``a`` with interchangeable GPUs relabelled as the joint model's symmetry bounds demand."""
+    if not problem.interchangeable_gpus:
+        return a
+    return relabel_by_first_appearance(a, problem.num_gpus, by_first_row=True)
+
+
+def run_sequential(stats: Any, topology: Any, *, cost: str, backend: str, time_limit: float, rel_gap: float,
+                   threads: int, verbose: bool) -> Solution:
+    """MoETuner's ILP1 then ILP2 (module docstring); options are the method's."""
+    t0 = time.perf_counter()
+    P = build_problem(stats, topology, cost)
+    L, G = P.num_layers, P.num_gpus
+    total = time_limit if time_limit and time_limit > 0 else 0.0
+    cl, obj1, bound1, term1 = solve_ilp1(P, backend, 0.3 * total if total else 0.0, rel_gap, threads, verbose)
+    W = cluster_traffic(P, cl)
+    perm0, dec_bound = ilp2_decomposition(P, W)
+    a0 = np.take_along_axis(perm0, cl, axis=1)
+    obj0 = bottleneck_objective(P, a0)
+    ilp2_term = "decomposition"
+    a, obj, bound = a0, obj0, min(dec_bound, obj0)
+    gap0 = proven_gap(obj0, bound)
+    if gap0 is not None and gap0 > rel_gap:
+        budget = 0.1 * total if total else 10.0
+        a_sw = swap_descent(P, a0, time.perf_counter() + budget, experts=False)
+        if bottleneck_objective(P, a_sw) < obj:
+            a, obj = a_sw, bottleneck_objective(P, a_sw)
+            perm0 = np.empty((L, G), dtype=np.int64)
+            perm0[np.arange(L)[:, None], cl] = a  # GPU of each cluster
+        model = build_ilp2(P, W)
+        onehot = np.zeros((L, G, G))
+        onehot[np.arange(L)[:, None], np.arange(G)[None, :], perm0] = 1.0
+        left = total - (time.perf_counter() - t0) if total else 0.0
+        ws = bottleneck_warm_start(P, model, onehot, W, W.max(axis=2), "p")
+        if P.interchangeable_gpus and not np.array_equal(perm0[0], np.arange(G)):
+            ws = None
+        params = solver_params(time_limit=max(left, 1.0) if total else 0.0, rel_gap=rel_gap, threads=threads,
+                               verbose=verbose, warm_start=ws)
+        res = solve_model(model, backend, params)
+        perm = assignment_from_x(model.block_values(res.solution, "p"))  # [L, G] GPU of each cluster
+        a1 = np.take_along_axis(perm, cl, axis=1)
+        if bottleneck_objective(P, a1) < obj:
+            a, obj = a1, bottleneck_objective(P, a1)
+        if math.isfinite(res.bound):
+            bound = max(bound, float(res.bound))
+        bound = min(bound, obj)
+        ilp2_term = res.termination.value
+    info = {"ilp1_objective": obj1, "ilp1_bound": bound1, "ilp1_gap": proven_gap(obj1, bound1),
+            "ilp1_termination": term1.value, "ilp2_termination": ilp2_term, "backend": backend,
+            "bound_scope": "ILP2 given the ILP1 clusters"}
+    return _solution(P, topology, "moetuner", a, obj, bound, _termination(obj, bound, rel_gap),
+                     time.perf_counter() - t0, info)
+
+
+def run_joint(stats: Any, topology: Any, *, cost: str, eps: float, warm: bool, backend: str,
+              time_limit: float, rel_gap: float, threads: int, verbose: bool) -> Solution:
+    """The joint model (module docstring); ``eps < 0`` takes the sequential solution's own load ratio."""
+    t0 = time.perf_counter()
+    P = build_problem(stats, topology, cost)
+    L, E, G = P.num_layers, P.num_experts, P.num_gpus
+    total = time_limit if time_limit and time_limit > 0 else 0.0
+    info: dict[str, Any] = {}
+    a0 = None
+    if warm or eps < 0:
+        seq = run_sequential(stats, topology, cost=cost, backend=backend,
+                             time_limit=0.3 * total if total else 0.0, rel_gap=rel_gap, threads=threads,
+                             verbose=False)
+        a0 = _canonical(P, seq.placement.assignment())
+        info["sequential_objective"] = bottleneck_objective(P, a0) * P.cost_unit
+        info["sequential_max_load_ratio"] = max_load_ratio(P, a0)
+        if eps < 0:
+            eps = max_load_ratio(P, a0) - 1.0 + 1e-9
+    cap = (1.0 + eps) * P.load.sum(axis=1) / G
+    hot = P.load.max(axis=1)
+    if np.any(hot > cap + 1e-9):
+        layer = int(np.argmax(hot - cap))
+        need = hot[layer] / (P.load[layer].sum() / G) - 1.0
+        raise input_error(f"eps={eps} is infeasible: expert {int(np.argmax(P.load[layer]))} of layer {layer} "
+                          f"alone exceeds (1 + eps) x the mean GPU load; use eps >= {need:.3g}", field="eps")
+    model = build_joint(P, eps)
+    W, M = joint_traffic(P)
+    info.update(eps=eps, model_vars=model.num_vars, model_rows=model.num_rows)
+    ws = None
+    if a0 is not None and max_load_ratio(P, a0) <= 1.0 + eps + 1e-12:
+        budget = 0.2 * (total - (time.perf_counter() - t0)) if total else 10.0
+        a0 = _canonical(P, swap_descent(P, a0, time.perf_counter() + budget, experts=True, cap=cap))
+    if warm and a0 is not None and max_load_ratio(P, a0) <= 1.0 + eps + 1e-12:
+        onehot = np.zeros((L, E, G))
+        onehot[np.arange(L)[:, None], np.arange(E)[None, :], a0] = 1.0
+        ws = bottleneck_warm_start(P, model, onehot, W, M, "x")
+    left = total - (time.perf_counter() - t0) if total else 0.0
+    params = solver_params(time_limit=max(left, 1.0) if total else 0.0, rel_gap=rel_gap, threads=threads,
+                           verbose=verbose, warm_start=ws)
+    try:
+        res = solve_model(model, backend, params)
+    except SolveFailedError as exc:
+        raise SolveFailedError(f"moetuner-joint with eps={eps}: {exc}") from exc
+    a = assignment_from_x(model.block_values(res.solution, "x"))
+    obj = bottleneck_objective(P, a)
+    if a0 is not None and ws is not None and bottleneck_objective(P, a0) < obj:
+        a, obj = a0, bottleneck_objective(P, a0)
+    bound = float(res.bound) if math.isfinite(res.bound) else None
+    bound = None if bound is None else min(bound, obj)
+    info.update(solver_termination=res.termination.value, limit=res.limit.value, backend=res.backend)
+    if info.get("sequential_objective"):
+        info["gain_vs_sequential"] = 1.0 - obj * P.cost_unit / info["sequential_objective"]
+    return _solution(P, topology, "moetuner-joint", a, obj, bound, _termination(obj, bound, rel_gap),
+                     time.perf_counter() - t0, info)
