@@ -38,7 +38,7 @@ def test_formulations_never_import_a_solver():
     import placement.formulations as f
 
     pattern = re.compile(r"^\s*(import|from)\s+(highspy|ortools|pyscipopt|gurobipy)\b", re.M)
-    offenders = [p.name for p in Path(f.__file__).parent.glob("*.py") if pattern.search(p.read_text())]
+    offenders = [p.name for p in Path(f.__file__).parent.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
 
 

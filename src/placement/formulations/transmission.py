@@ -256,7 +256,8 @@ def _classes(keys: np.ndarray, topology: Topology, aggregate: str) -> np.ndarray
     if aggregate == "server":
         server = topology.server_of.astype(np.int64)
         first = np.zeros(topology.num_servers, dtype=np.int64)
-        first[server[::-1]] = np.arange(G)[::-1]  # first GPU of each server
+        ids, at = np.unique(server, return_index=True)  # first GPU of each server
+        first[ids] = at
         bad = np.flatnonzero((q != q[first[server]]).any(axis=1))
         if bad.size:
             g = int(bad[0])
@@ -335,7 +336,8 @@ def build_instance(stats: TraceStats, topology: Topology, *, variant: str = "tra
     C = int(class_of.max()) + 1
     size = np.bincount(class_of, minlength=C).astype(np.int64)
     rep = np.zeros(C, dtype=np.int64)
-    rep[class_of[::-1]] = np.arange(G)[::-1]  # first GPU of each class
+    ids, at = np.unique(class_of, return_index=True)  # first GPU of each class
+    rep[ids] = at
     if h is not None:
         class_round_trip = h[rep]
     else:
