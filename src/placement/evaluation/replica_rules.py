@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..placement import Placement
     from ..topology import Topology
 
-__all__ = ["REPLICA_RULES", "ReplicaRule", "RoutingContext", "local_index"]
+__all__ = ["REPLICA_RULES", "ReplicaRule", "RoutingContext", "get_rule", "local_index"]
 
 #: TensorRT-LLM's routing tile: 256 threads x 4 selections per thread block.
 TRTLLM_TILE = 1024
@@ -119,7 +119,6 @@ def _by_replica_index(ctx: RoutingContext, layer: int, experts: np.ndarray, r: n
 # ------------------------------------------------------------------------------------ the rules
 def _nearest(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray, step: np.ndarray):
     tied, ntied = _nearest_tables(ctx)
-    G = ctx.topology.num_gpus
     replay = step.astype(np.int64) if step.size and step.max() > 0 else None
     gpu = route_layer(experts, src, tied[layer], ntied[layer], replay)  # [n, k]
     # co-located replicas on the chosen GPU share its selections evenly
@@ -128,7 +127,6 @@ def _nearest(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarr
     hit = on_gpu[gpu] == experts[..., None]  # [n, k, S]
     count = hit.sum(axis=2, keepdims=True)
     slots = gpu[..., None] * S + np.arange(S)[None, None, :]
-    del G
     return np.where(hit, slots, -1), np.where(hit, 1.0 / np.maximum(count, 1), 0.0)
 
 
@@ -188,8 +186,11 @@ def _sglang_choice(ctx: RoutingContext) -> tuple[np.ndarray, np.ndarray]:
     same_node = valid[:, None] & (node[:, None] == server[None, :, None, None])
     n_node = same_node.sum(axis=3)
     narrows = (n_node > 0) & (n_node < nrep[:, None, :])
-    first = lambda mask: np.take_along_axis(rs[:, None].repeat(G, axis=1), np.argmax(mask, axis=3)[..., None],
-                                           axis=3)[..., 0]  # noqa: E731
+    by_rank = np.broadcast_to(rs[:, None], same_gpu.shape)
+
+    def first(mask: np.ndarray) -> np.ndarray:  # the first replica (list order) where ``mask`` holds
+        return np.take_along_axis(by_rank, np.argmax(mask, axis=3)[..., None], axis=3)[..., 0]
+
     single = np.broadcast_to((nrep == 1)[:, None, :], (L, G, E))
     near = np.where(single, np.broadcast_to(rs[:, None, :, 0], (L, G, E)),
                     np.where(same_gpu.any(axis=3), first(same_gpu), np.where(narrows, first(same_node), -1)))
@@ -246,34 +247,77 @@ def _split(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray
     return ctx.replica_slots[layer][e], weights
 
 
+# ------------------------------------------------------------------------------------ expectations
+def _uniform_expectation(ctx: RoutingContext, layer: int) -> np.ndarray:
+    rs, nrep = ctx.replica_slots[layer], ctx.num_replicas[layer]
+    share = np.where(rs >= 0, 1.0 / nrep[:, None], 0.0)  # [E, R]
+    return np.broadcast_to(share[None], (ctx.topology.num_gpus,) + share.shape).copy()
+
+
+def _one_hot(ctx: RoutingContext, layer: int, chosen: np.ndarray) -> np.ndarray:
+    rs = ctx.replica_slots[layer]  # [E, R]
+    return (rs[None] == chosen[..., None]).astype(np.float64)  # [G, E, R]
+
+
+def _nearest_expectation(ctx: RoutingContext, layer: int) -> np.ndarray:
+    tied, ntied = _nearest_tables(ctx)
+    rs = ctx.replica_slots[layer]  # [E, R]
+    gpu = np.where(rs >= 0, rs // ctx.slots_per_gpu, -1)  # [E, R]
+    t = tied[layer]  # [G, E, Rg] tied GPUs from each sender
+    on_tied = (gpu[None, :, :, None] == t[:, :, None, :]).any(axis=3) & (rs >= 0)[None]  # [G, E, R]
+    # each tied GPU gets 1/ntied, shared evenly by its co-located replicas
+    colocated = (gpu[:, :, None] == gpu[:, None, :]).sum(axis=2)  # [E, R]
+    return np.where(on_tied, 1.0 / (ntied[layer][..., None] * colocated[None]), 0.0)
+
+
+def _sglang_static_expectation(ctx: RoutingContext, layer: int) -> np.ndarray:
+    return _one_hot(ctx, layer, _sglang_tables(ctx)[1][layer])
+
+
+def _sglang_dynamic_expectation(ctx: RoutingContext, layer: int) -> np.ndarray:
+    near = _sglang_tables(ctx)[0][layer]  # [G, E]
+    return np.where((near >= 0)[..., None], _one_hot(ctx, layer, near), _uniform_expectation(ctx, layer))
+
+
+def _split_expectation(ctx: RoutingContext, layer: int) -> np.ndarray:
+    if ctx.placement.routing is None:
+        _split(ctx, layer, np.zeros((0, 1), dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    return np.array(ctx.placement.routing[layer], dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class ReplicaRule:
     """A replica rule: ``route(ctx, layer, experts int [n, k], src int [n], step int [n])`` returns
     ``(slots int64 [n, k, C], probability float64 [n, k, C])`` (``-1`` slots have probability 0).
 
-    ``source`` names the upstream file the rule follows.
+    ``expectation(ctx, layer)`` is ``float64 [gpus, experts, R]``: the share of each replica (in
+    :attr:`RoutingContext.replica_slots` order) among many selections of an expert sent from a
+    GPU, what count traces are evaluated with.  ``source`` names the upstream file the rule follows.
     """
 
     name: str
     summary: str
     source: str
     route: Callable[..., tuple[np.ndarray, np.ndarray]]
+    expectation: Callable[[RoutingContext, int], np.ndarray]
 
 
 #: Replica rules by name (the evaluator's ``replica=`` option).
 REPLICA_RULES: dict[str, ReplicaRule] = {r.name: r for r in (
     ReplicaRule("nearest", "nearest replica (hops, then s/byte); ties dealt round-robin per (sender, expert)",
-                "placement (this project's rule, shared with placement_runtime)", _nearest),
+                "placement (this project's rule, shared with placement_runtime)", _nearest, _nearest_expectation),
     ReplicaRule("vllm", "replica (t * k + j) mod replicas over the rank's batch; no locality",
-                "vllm model_executor/layers/fused_moe/router/base_router.py", _vllm),
+                "vllm model_executor/layers/fused_moe/router/base_router.py", _vllm, _uniform_expectation),
     ReplicaRule("trtllm", "per-expert round robin in arrival order within 1024-selection tiles, rank offset",
-                "TensorRT-LLM cpp/tensorrt_llm/kernels/moeLoadBalance/moeLoadBalanceKernels.cu", _trtllm),
+                "TensorRT-LLM cpp/tensorrt_llm/kernels/moeLoadBalance/moeLoadBalanceKernels.cu", _trtllm,
+                _uniform_expectation),
     ReplicaRule("sglang-static", "fixed replica per (rank, expert): same GPU, else same node, else seeded spread",
-                "sglang python/sglang/srt/eplb/expert_location.py", _sglang_static),
+                "sglang python/sglang/srt/eplb/expert_location.py", _sglang_static, _sglang_static_expectation),
     ReplicaRule("sglang-dynamic", "same-GPU/node replica if any, else uniform random over replicas",
-                "sglang python/sglang/srt/eplb/expert_location_dispatch.py", _sglang_dynamic),
+                "sglang python/sglang/srt/eplb/expert_location_dispatch.py", _sglang_dynamic,
+                _sglang_dynamic_expectation),
     ReplicaRule("split", "the placement's routing fractions per (sender GPU, expert)",
-                "placement (Placement.routing)", _split),
+                "placement (Placement.routing)", _split, _split_expectation),
 )}
 
 

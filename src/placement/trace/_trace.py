@@ -54,6 +54,11 @@ class ModelSpec:
     hidden_size:
         Width of a token's hidden state (DeepSeek-V3: 7168); the evaluator's default for
         bytes per transmitted token.  ``None`` when unknown.
+    intermediate_size:
+        Width of a routed expert's FFN (DeepSeek-V3: 2048; shared experts take the same width
+        here); with ``hidden_size`` it sizes the expert for the compute model.  ``None`` when unknown.
+    weight_dtype:
+        Dtype of the expert weights as served (DeepSeek-V3: ``"fp8"``).
     """
 
     name: str
@@ -65,6 +70,8 @@ class ModelSpec:
     topk_groups: int | None = None
     first_moe_layer: int = 0
     hidden_size: int | None = None
+    intermediate_size: int | None = None
+    weight_dtype: str = "bf16"
 
     def validate(self, source: str | None = None) -> None:
         """Raise :class:`~placement.errors.PlacementInputError` naming the bad field."""
@@ -80,6 +87,15 @@ class ModelSpec:
                                              or self.hidden_size < 1):
             raise input_error(f"must be a positive integer or null, got {self.hidden_size!r}", source,
                               "model.hidden_size")
+        if self.intermediate_size is not None and (isinstance(self.intermediate_size, bool) or not isinstance(
+                self.intermediate_size, (int, np.integer)) or self.intermediate_size < 1):
+            raise input_error(f"must be a positive integer or null, got {self.intermediate_size!r}", source,
+                              "model.intermediate_size")
+        from ..costs import DTYPE_BYTES
+
+        if self.weight_dtype not in DTYPE_BYTES:
+            raise input_error(f"unknown dtype {self.weight_dtype!r}; choose one of {sorted(DTYPE_BYTES)}", source,
+                              "model.weight_dtype")
         if self.top_k > self.num_experts:
             raise input_error(f"top_k={self.top_k} exceeds num_experts={self.num_experts}", source, "model.top_k")
         if self.num_groups < 1 or self.num_experts % self.num_groups:
@@ -106,6 +122,8 @@ class ModelSpec:
             "topk_groups": None if self.topk_groups is None else int(self.topk_groups),
             "first_moe_layer": int(self.first_moe_layer),
             "hidden_size": None if self.hidden_size is None else int(self.hidden_size),
+            "intermediate_size": None if self.intermediate_size is None else int(self.intermediate_size),
+            "weight_dtype": self.weight_dtype,
         }
 
     @classmethod
