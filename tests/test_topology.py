@@ -306,7 +306,7 @@ def test_summary_and_repr():
     topo = preset("fat-tree:servers=4,gpus=2,servers_per_leaf=2")
     s = topo.summary()
     assert s == {
-        "name": "fat-tree:servers=4,gpus=2,servers_per_leaf=2", "gpus": 8, "servers": 4, "racks": 2,
+        "name": "fat-tree:servers=4,gpus=2,servers_per_leaf=2", "gpus": 8, "gpu": "h100-sxm", "servers": 4, "racks": 2,
         "switches": 8, "nics": 8, "links": 28, "tiers": {"nvlink": 8, "pcie": 8, "nic": 8, "spine": 4},
         "diameter_hops": 4.0, "min_inter_server_bandwidth": 50e9, "max_inter_server_bandwidth": 50e9,
     }
@@ -616,8 +616,8 @@ YAML_ERRORS = [  # (text to replace in BASE_YAML, replacement, expected message)
      "t.yaml: invalid YAML: while parsing a flow mapping"),
     ("name: base\n", "name: base\nname: again\n", "t.yaml: invalid YAML: duplicate key 'name' in "),
     ("name: base\n", "name: base\ncolour: red\n",
-     "t.yaml: field '<top level>': unknown key(s) ['colour']; allowed keys: ['name', 'defaults', 'nodes', "
-     "'links', 'preset']"),
+     "t.yaml: field '<top level>': unknown key(s) ['colour']; allowed keys: ['name', 'gpu', 'defaults', "
+     "'nodes', 'links', 'preset']"),
     (NODES_BLOCK, "",
      "t.yaml: field 'nodes': missing key 'nodes' (or give 'preset: NAME' instead of nodes and links)"),
     (NODE_A, "{id: a, server: s0}", "t.yaml: field 'nodes[0]': missing key(s) ['kind']"),
@@ -673,7 +673,7 @@ def test_yaml_preset_files(tmp_path):
     topo = load_topology(_write(tmp_path, "name: mine\npreset: fat-tree:2x2\n"))
     assert topo.name == "mine" and topo.num_gpus == 4 and topo.source.endswith("t.yaml")
     assert load_topology(_write(tmp_path, "preset: fat-tree:2x2\n")).name == "fat-tree:2x2"
-    with _err("t.yaml: field 'preset': a preset file takes only 'name' and 'preset'; remove ['nodes']"):
+    with _err("t.yaml: field 'preset': a preset file takes only 'name', 'gpu' and 'preset'; remove ['nodes']"):
         load_topology(_write(tmp_path, "preset: fat-tree:2x2\nnodes: []\n"))
     with _err("t.yaml: field 'preset': preset 'torus': field 'name': unknown preset 'torus'"):
         load_topology(_write(tmp_path, "preset: torus\n"))
@@ -687,3 +687,22 @@ def test_topology_from_yaml_dict_in_memory():
     topo = topology_from_yaml_dict(data)
     assert topo.name == "custom" and topo.source == "<memory>" and topo.bottleneck_bandwidth[0, 1] == 450e9
     assert topo.latency[0, 1] == 0.0
+
+
+def test_gpu_model_in_presets_and_yaml(tmp_path):
+    from placement.topology import load_topology
+    from placement.topology.yaml_io import save_topology_yaml
+
+    assert preset("fat-tree:2x4").gpu == "h100-sxm"
+    topo = preset("rail:2x4,gpu=B200")
+    assert topo.gpu == "b200" and topo.num_gpus == 8
+    with _err("unknown GPU 'h1000'"):
+        preset("rail:2x4,gpu=h1000")
+    path = tmp_path / "t.yaml"
+    save_topology_yaml(topo, path)
+    assert load_topology(str(path)).gpu == "b200"
+    path.write_text("preset: fat-tree:2x4\ngpu: gb200\n")
+    assert load_topology(str(path)).gpu == "gb200"
+    path.write_text("preset: fat-tree:2x4\ngpu: tpu\n")
+    with _err("t.yaml: field 'gpu': unknown GPU 'tpu'"):
+        load_topology(str(path))

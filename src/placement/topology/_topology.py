@@ -23,6 +23,7 @@ direction, required), ``latency`` (seconds, default 0) and ``tier`` (``"nvlink"`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from ..errors import input_error
+from ..errors import PlacementInputError, input_error
 
 __all__ = ["Topology", "COST_KINDS", "KNOWN_TIERS"]
 
@@ -159,6 +160,7 @@ class Topology:
     arc_names: tuple[str, ...] = field(repr=False)
     tiers: tuple[str, ...] = field(repr=False)
     route_matrix: sp.csr_matrix = field(repr=False)
+    gpu: str = "h100-sxm"
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -229,7 +231,7 @@ class Topology:
     def summary(self) -> dict[str, Any]:
         """Plain-dict description (for logs, CLI output and reports).
 
-        Keys: ``name``, ``gpus``, ``servers``, ``racks``, ``switches`` (nodes that are neither GPUs
+        Keys: ``name``, ``gpus``, ``gpu`` (the GPU model), ``servers``, ``racks``, ``switches`` (nodes that are neither GPUs
         nor NICs), ``nics``, ``links``, ``tiers`` (tier -> link count), ``diameter_hops``,
         ``min_inter_server_bandwidth`` and ``max_inter_server_bandwidth`` (bytes per second over the
         routes between GPUs of different servers; ``None`` for a single server).
@@ -243,6 +245,7 @@ class Topology:
         return {
             "name": self.name,
             "gpus": self.num_gpus,
+            "gpu": self.gpu,
             "servers": self.num_servers,
             "racks": self.num_racks,
             "switches": int(np.sum((kinds != "gpu") & (kinds != "nic"))),
@@ -261,7 +264,8 @@ class Topology:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_graph(cls, graph: nx.Graph, name: str = "custom", source: str = "<memory>") -> Topology:
+    def from_graph(cls, graph: nx.Graph, name: str = "custom", source: str = "<memory>",
+                   gpu: str | None = None) -> Topology:
         """Validate ``graph`` and compute every derived matrix.
 
         Parameters
@@ -274,6 +278,9 @@ class Topology:
             Display name.
         source:
             Where the graph came from; error messages start with it.
+        gpu:
+            The GPU model of every GPU, a key of :data:`placement.hardware.GPU_PRESETS` (default: the
+            graph attribute ``graph.graph["gpu"]``, else ``"h100-sxm"``); the compute model uses it.
 
         Raises
         ------
@@ -282,7 +289,14 @@ class Topology:
             graph, no GPU, a GPU without ``server``, a missing ``kind``, a self-loop, a bandwidth that
             is not positive and finite, a negative latency, or a disconnected graph.
         """
-        return _build(graph, name=name, source=source)
+        from ..hardware import gpu_preset
+
+        model = gpu if gpu is not None else getattr(graph, "graph", {}).get("gpu", "h100-sxm")
+        try:
+            gpu_preset(model)
+        except PlacementInputError as exc:
+            raise input_error(str(exc).split(": ", 1)[-1], source, "gpu") from None
+        return dataclasses.replace(_build(graph, name=name, source=source), gpu=str(model).lower())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ Node ids: ``s{i}.gpu{j}``, ``s{i}.nvsw``, ``s{i}.nic{j}`` inside server ``s{i}``
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import re
@@ -350,8 +351,9 @@ def _parse_value(text: str, key: str, source: str) -> int | float:
     return value
 
 
-def parse_preset_spec(spec: str) -> tuple[str, dict[str, int | float]]:
-    """Split ``"NAME"``, ``"NAME:SxG"`` or ``"NAME:k=v,k=v"`` into (canonical name, parameters).
+def parse_preset_spec(spec: str) -> tuple[str, dict[str, int | float | str]]:
+    """Split ``"NAME"``, ``"NAME:SxG"``, ``"NAME:k=v,k=v"`` or ``"NAME:SxG,k=v"`` into (canonical name,
+    parameters).  Every preset also takes ``gpu=MODEL`` (a key of :data:`placement.hardware.GPU_PRESETS`).
 
     Unknown names or keys raise :class:`~placement.errors.PlacementInputError` listing the valid ones.
     """
@@ -365,10 +367,11 @@ def parse_preset_spec(spec: str) -> tuple[str, dict[str, int | float]]:
         raise input_error(f"unknown preset '{head}'; valid presets: {_valid_names()}", source, "name")
     name = PRESET_ALIASES.get(head, head)
     keys = preset_keys(name)
-    params: dict[str, int | float] = {}
-    rest = rest.strip()
-    shape = re.fullmatch(r"(\d+)\s*[xX]\s*(\d+)", rest)
+    params: dict[str, int | float | str] = {}
+    items = [item.strip() for item in rest.strip().split(",")] if rest.strip() else []
+    shape = re.fullmatch(r"(\d+)\s*[xX]\s*(\d+)", items[0]) if items else None
     if shape:
+        items = items[1:]
         servers, gpus = int(shape.group(1)), int(shape.group(2))
         if "servers" in keys:
             params["servers"] = servers
@@ -376,18 +379,24 @@ def parse_preset_spec(spec: str) -> tuple[str, dict[str, int | float]]:
             raise input_error(f"'{name}' has no 'servers' key, so only '1xG' is accepted; valid keys: "
                               f"{', '.join(keys)}", source, "servers")
         params["gpus"] = gpus
-    elif rest:
-        for item in rest.split(","):
-            key, eq, value = item.partition("=")
-            key = key.strip()
-            if not eq or not key:
-                raise input_error(f"expected 'key=value' or 'SxG', got {item.strip()!r}; valid keys for "
-                                  f"'{name}': {', '.join(keys)}", source, "spec")
-            if key not in keys:
-                raise input_error(f"unknown key '{key}' for preset '{name}'; valid keys: {', '.join(keys)}",
-                                  source, key)
-            if key in params:
-                raise input_error(f"key '{key}' is given twice", source, key)
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise input_error(f"expected 'key=value' or 'SxG', got {item!r}; valid keys for "
+                              f"'{name}': {', '.join(keys + ('gpu',))}", source, "spec")
+        if key not in keys and key != "gpu":
+            raise input_error(f"unknown key '{key}' for preset '{name}'; valid keys: {', '.join(keys + ('gpu',))}",
+                              source, key)
+        if key in params:
+            raise input_error(f"key '{key}' is given twice", source, key)
+        if key == "gpu":
+            from ..hardware import GPU_PRESETS
+
+            if value.strip().lower() not in GPU_PRESETS:
+                raise input_error(f"unknown GPU {value.strip()!r}; choose one of {list(GPU_PRESETS)}", source, "gpu")
+            params["gpu"] = value.strip().lower()
+        else:
             params[key] = _parse_value(value, key, source)
     return name, params
 
@@ -408,6 +417,10 @@ def preset(spec: str) -> Topology:
     (8, 4, 4.0)
     >>> preset("dgx-h100").summary()["tiers"]
     {'nvlink': 8, 'pcie': 8}
+    >>> preset("rail:4x8,gpu=b200").gpu
+    'b200'
     """
     name, params = parse_preset_spec(spec)
-    return PRESETS[name](**params, name=spec.strip())
+    gpu = params.pop("gpu", None)
+    topo = PRESETS[name](**params, name=spec.strip())
+    return topo if gpu is None else dataclasses.replace(topo, gpu=str(gpu))

@@ -3,6 +3,7 @@
 Format (see ``docs/topology.md`` for a full example)::
 
     name: two-servers            # optional; default: the file name without extension
+    gpu: h200                    # optional; the GPU model (placement.hardware.GPU_PRESETS), default h100-sxm
     defaults:                    # optional, per tier: values for links that omit them
       nvlink: {bandwidth_GBps: 450, latency_us: 1}
     nodes:                       # required: every node once
@@ -36,7 +37,7 @@ from .presets import PRESET_ALIASES, PRESETS, preset
 
 __all__ = ["load_topology", "save_topology_yaml", "topology_from_yaml_dict", "topology_to_yaml_dict"]
 
-TOP_KEYS = ("name", "defaults", "nodes", "links", "preset")
+TOP_KEYS = ("name", "gpu", "defaults", "nodes", "links", "preset")
 NODE_KEYS = ("id", "kind", "server", "rack")
 LINK_KEYS = ("a", "b", "tier", "bandwidth_GBps", "latency_us")
 DEFAULT_KEYS = ("bandwidth_GBps", "latency_us")
@@ -181,11 +182,17 @@ def topology_from_yaml_dict(data: Any, source: str = "<memory>", default_name: s
                           f"{type(data).__name__}", source)
     _mapping(data, TOP_KEYS, source, "<top level>")
     name = default_name if data.get("name") is None else _text(data["name"], source, "name")
+    gpu = None if data.get("gpu") is None else _text(data["gpu"], source, "gpu").lower()
+    if gpu is not None:
+        from ..hardware import GPU_PRESETS
+
+        if gpu not in GPU_PRESETS:
+            raise input_error(f"unknown GPU {data['gpu']!r}; choose one of {list(GPU_PRESETS)}", source, "gpu")
 
     if "preset" in data:
-        extra = [k for k in data if k not in ("name", "preset")]
+        extra = [k for k in data if k not in ("name", "preset", "gpu")]
         if extra:
-            raise input_error(f"a preset file takes only 'name' and 'preset'; remove {extra} or drop "
+            raise input_error(f"a preset file takes only 'name', 'gpu' and 'preset'; remove {extra} or drop "
                               "'preset'", source, "preset")
         spec = data["preset"]
         if not isinstance(spec, str):
@@ -196,7 +203,7 @@ def topology_from_yaml_dict(data: Any, source: str = "<memory>", default_name: s
         except PlacementInputError as exc:
             raise input_error(str(exc), source, "preset") from None
         return dataclasses.replace(topo, name=name if data.get("name") is not None else topo.name,
-                                   source=source)
+                                   source=source, gpu=gpu or topo.gpu)
 
     for key in ("nodes", "links"):
         if key not in data:
@@ -262,7 +269,7 @@ def topology_from_yaml_dict(data: Any, source: str = "<memory>", default_name: s
             lat = tier_defaults.get("latency_us", 0.0)
         g.add_edge(a, b, bandwidth=bw * GBPS, latency=lat * US, tier=tier)
 
-    return Topology.from_graph(g, name=name, source=source)
+    return Topology.from_graph(g, name=name, source=source, gpu=gpu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,7 +307,7 @@ def topology_to_yaml_dict(topology: Topology) -> dict[str, Any]:
             "bandwidth_GBps": _unscaled(float(topology.arc_bandwidth[arc]), GBPS),
             "latency_us": _unscaled(float(topology.arc_latency[arc]), US),
         })
-    return {"name": topology.name, "nodes": nodes, "links": links}
+    return {"name": topology.name, "gpu": topology.gpu, "nodes": nodes, "links": links}
 
 
 def save_topology_yaml(topology: Topology, path: str | os.PathLike[str]) -> None:
