@@ -8,8 +8,8 @@ Units
 * bytes per element: :data:`DTYPE_BYTES` (``"bf16"`` -> 2, ``"fp8"`` -> 1, ...);
 * bytes per token sent: ``hidden_size * DTYPE_BYTES[dtype]`` (:class:`Wire`);
 * pair costs (:class:`PairCosts`), ``float64 [gpus, gpus]``, source GPU first:
-  ``hops`` (links traversed), ``seconds_per_byte`` (the sum over the route's links of
-  ``1 / bandwidth``), ``seconds_per_token`` (``seconds_per_byte * bytes per token``) and
+  ``hops`` (links traversed), ``seconds_per_byte`` (``1 /`` the route's bottleneck
+  bandwidth, :attr:`~placement.topology.Topology.seconds_per_byte`), ``seconds_per_token`` (``seconds_per_byte * bytes per token``) and
   ``cross_gpu`` (1 between distinct GPUs, 0 on the diagonal);
 * times are seconds; token counts are tokens (or expected tokens, as floats).
 
@@ -109,7 +109,7 @@ class PairCosts:
     hops:
         Links on the route from the source GPU (row) to the destination GPU (column).
     seconds_per_byte:
-        Sum over the route's links of ``1 / bandwidth`` (s/byte).
+        ``1 /`` the bottleneck bandwidth of the route (s/byte).
     seconds_per_token:
         ``seconds_per_byte * wire.bytes_per_token`` (s/token).
     cross_gpu:

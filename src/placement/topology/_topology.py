@@ -231,8 +231,8 @@ class Topology:
     def summary(self) -> dict[str, Any]:
         """Plain-dict description (for logs, CLI output and reports).
 
-        Keys: ``name``, ``gpus``, ``gpu`` (the GPU model), ``servers``, ``racks``, ``switches`` (nodes that are neither GPUs
-        nor NICs), ``nics``, ``links``, ``tiers`` (tier -> link count), ``diameter_hops``,
+        Keys: ``name``, ``gpus``, ``gpu`` (the GPU model), ``servers``, ``racks``, ``switches`` (nodes
+        that are neither GPUs nor NICs), ``nics``, ``links``, ``tiers`` (tier -> link count), ``diameter_hops``,
         ``min_inter_server_bandwidth`` and ``max_inter_server_bandwidth`` (bytes per second over the
         routes between GPUs of different servers; ``None`` for a single server).
         """
