@@ -9,8 +9,8 @@ Units
 * bytes per token sent: ``hidden_size * DTYPE_BYTES[dtype]`` (:class:`Wire`);
 * pair costs (:class:`PairCosts`), ``float64 [gpus, gpus]``, source GPU first:
   ``hops`` (links traversed), ``seconds_per_byte`` (``1 /`` the route's bottleneck
-  bandwidth, :attr:`~placement.topology.Topology.seconds_per_byte`), ``seconds_per_token`` (``seconds_per_byte * bytes per token``) and
-  ``cross_gpu`` (1 between distinct GPUs, 0 on the diagonal);
+  bandwidth, :attr:`~placement.topology.Topology.seconds_per_byte`), ``seconds_per_token``
+  (``seconds_per_byte * bytes per token``) and ``cross_gpu`` (1 between distinct GPUs, 0 on the diagonal);
 * times are seconds; token counts are tokens (or expected tokens, as floats).
 
 Scaling a model's costs to numbers a solver handles well is a formulation's business (a power of
