@@ -11,12 +11,22 @@ Origins (where a token starts)
     what the runtime replays).  ``"auto"``: ``"trace"`` when the trace has origins for as
     many ranks as the topology has GPUs, else ``"uniform"``; the metrics say which was used.
 
-Replica choice
-    A token needing expert ``e`` uses the replica nearest (lowest hop count, then lowest
-    seconds-per-byte) to the GPU it is sent from.  Replicas tied on both are shared evenly:
-    the tokens of each (layer, expert, source GPU) group are dealt round-robin over the tied
-    replicas in token order (the least-loaded rule among them).  Count traces split such
-    ties fractionally.  :func:`route_layer` is this rule; the runtime calls it too.
+Replica choice (``replica=``)
+    ``"nearest"`` (the default): a token needing expert ``e`` uses the replica nearest (lowest
+    hop count, then lowest seconds-per-byte) to the GPU it is sent from.  Replicas tied on both
+    are shared evenly: the tokens of each (layer, expert, source GPU) group are dealt round-robin
+    over the tied replicas in token order.  Count traces split such ties fractionally.
+    :func:`route_layer` is this rule; the runtime calls it too.  The rules of real stacks
+    (``"vllm"``, ``"trtllm"``, ``"sglang-static"``, ``"sglang-dynamic"``, ``"split"``) are in
+    :mod:`~placement.evaluation.replica_rules`; under them every metric (traffic, loads, times)
+    follows that stack's choice, with the senders resolved as ``"trace"`` or ``"round_robin"``.
+
+The serving step (origin dispatch)
+    :attr:`Metrics.step` holds the time of one serving step of ``tokens_per_step`` tokens under
+    the replica rule, a transport (``transport=``: ``"nccl"``, ``"deepep"``, ``"deepep-ll"``), the
+    dispatch and combine dtypes and the GPU's compute model:
+    :mod:`~placement.evaluation.serving` states the model.  Everything above is per token of the
+    whole trace; the step figures are per serving step.
 
 Dispatch models
     ``"origin"``: at every layer the token is sent from its origin GPU to the GPUs of its k
@@ -53,24 +63,71 @@ Layout
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..costs import DEFAULT_HIDDEN_SIZE, DTYPE_BYTES, wire_for
 from ..errors import input_error
+from ..hardware import ExpertShape, gpu_preset
 from ..placement import Placement
 from ..trace._trace import Trace
-from .flows import resolve_origins, trace_flows
+from .flows import resolve_origins, rule_flows, trace_flows
 from .metrics import Metrics, flows_to_metrics
+from .replica_rules import REPLICA_RULES, RoutingContext, get_rule
 from .routing import first_of_each, replica_tables, route_layer
+from .serving import ServingSetup, StepTimes, step_times
+from .transports import TRANSPORTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..topology import Topology
 
-__all__ = ["evaluate", "Metrics", "route_layer", "replica_tables", "first_of_each", "DISPATCH_MODELS",
-           "ORIGIN_MODES", "DTYPE_BYTES", "DEFAULT_HIDDEN_SIZE"]
+__all__ = ["evaluate", "Metrics", "StepTimes", "ServingSetup", "route_layer", "replica_tables", "first_of_each",
+           "DISPATCH_MODELS", "ORIGIN_MODES", "DTYPE_BYTES", "DEFAULT_HIDDEN_SIZE", "REPLICA_RULES", "TRANSPORTS",
+           "DEFAULT_TOKENS_PER_GPU", "serving_setup", "expert_shape"]
 
 DISPATCH_MODELS = ("origin", "coherent")
 ORIGIN_MODES = ("auto", "trace", "uniform", "round_robin")
+#: Tokens per GPU in one serving step when neither ``tokens_per_step`` nor ``tokens_per_gpu`` is given:
+#: a decode step of DeepEP's low-latency benchmark (128 tokens per rank).
+DEFAULT_TOKENS_PER_GPU = 128
+
+
+def expert_shape(model) -> ExpertShape | None:
+    """The routed expert's shape of ``model`` (a :class:`~placement.trace.ModelSpec`): its own
+    ``hidden_size``/``intermediate_size``/``weight_dtype``, else those of the model preset of the same
+    name, else ``None`` (unknown)."""
+    hidden, inter, dtype = model.hidden_size, model.intermediate_size, model.weight_dtype
+    if inter is None or hidden is None:
+        from ..trace.synthesize import MODEL_PRESETS
+
+        known = MODEL_PRESETS.get(str(model.name).lower())
+        if known is None or known.spec.intermediate_size is None:
+            return None
+        hidden, inter, dtype = known.spec.hidden_size, known.spec.intermediate_size, known.spec.weight_dtype
+    return ExpertShape(int(hidden), int(inter), dtype)
+
+
+def serving_setup(trace: Trace, topology: Topology, *, replica: str = "nearest", transport: str = "nccl",
+                  dedup: bool = True, tokens_per_step: int | None = None, tokens_per_gpu: int | None = None,
+                  hidden_size: int | None = None, dispatch_dtype: str = "bf16", combine_dtype: str = "bf16",
+                  gpu: str | None = None, overlap: bool = False) -> ServingSetup:
+    """The :class:`ServingSetup` of ``trace``'s model on ``topology`` (see :func:`evaluate`)."""
+    if tokens_per_step is not None and tokens_per_gpu is not None:
+        raise input_error("give tokens_per_step (all GPUs) or tokens_per_gpu, not both", field="tokens_per_step")
+    for name, value in (("tokens_per_step", tokens_per_step), ("tokens_per_gpu", tokens_per_gpu)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or int(value) < 1):
+            raise input_error(f"must be a positive integer, got {value!r}", field=name)
+    G = topology.num_gpus
+    per_step = int(tokens_per_step) if tokens_per_step is not None else G * int(tokens_per_gpu or
+                                                                               DEFAULT_TOKENS_PER_GPU)
+    size = 0 if hidden_size is None else int(hidden_size)
+    return ServingSetup(replica=replica, transport=transport, dedup=bool(dedup), tokens_per_step=per_step,
+                        dispatch_wire=wire_for(trace.model, size, dispatch_dtype),
+                        combine_wire=wire_for(trace.model, size, combine_dtype),
+                        gpu=gpu_preset(gpu or topology.gpu), expert=expert_shape(trace.model),
+                        num_shared_experts=int(trace.model.num_shared_experts), overlap=bool(overlap))
 
 
 def evaluate(
@@ -83,6 +140,14 @@ def evaluate(
     origins: str = "auto",
     hidden_size: int | None = None,
     dtype: str = "bf16",
+    replica: str = "nearest",
+    transport: str = "nccl",
+    tokens_per_step: int | None = None,
+    tokens_per_gpu: int | None = None,
+    dispatch_dtype: str | None = None,
+    combine_dtype: str | None = None,
+    gpu: str | None = None,
+    overlap: bool = False,
 ) -> Metrics:
     """Evaluate ``placement`` on ``trace`` over ``topology`` (see the module docstring for the rules).
 
@@ -104,7 +169,22 @@ def evaluate(
     hidden_size:
         Elements per token hidden state (default: the model's, else 4096).
     dtype:
-        Element type of the hidden state on the wire (``bf16``, ``fp8``, ``fp32``...).
+        Element type of the hidden state on the wire (``bf16``, ``fp8``, ``fp32``...) for the
+        whole-trace byte metrics, and the default of the two below.
+    replica:
+        The replica rule (:data:`REPLICA_RULES`): ``"nearest"``, ``"vllm"``, ``"trtllm"``,
+        ``"sglang-static"``, ``"sglang-dynamic"`` or ``"split"``.
+    transport:
+        How the serving step moves tokens (:data:`TRANSPORTS`): ``"nccl"`` (``dedup`` applies),
+        ``"deepep"`` or ``"deepep-ll"``.
+    tokens_per_step, tokens_per_gpu:
+        Size of a serving step over all GPUs, or per GPU (default :data:`DEFAULT_TOKENS_PER_GPU`).
+    dispatch_dtype, combine_dtype:
+        Wire dtypes of the step's two phases (default ``dtype``; e.g. ``fp8`` dispatch, ``bf16`` combine).
+    gpu:
+        GPU model for the compute model (default: the topology's, ``topology.gpu``).
+    overlap:
+        Two micro-batches overlap communication with compute in the step time.
 
     Returns
     -------
@@ -125,8 +205,46 @@ def evaluate(
         raise input_error(f"placement has {placement.num_layers} layers x {placement.num_experts} experts but the "
                           f"trace has {L} x {E}; solve the placement for this trace's model", placement.source,
                           "slots")
-    tied, ntied = replica_tables(placement, topology)
-    mode = resolve_origins(origins, trace, G)
-    flows = trace_flows(trace, tied, ntied, G, dispatch=dispatch, dedup=dedup, mode=mode)
-    return flows_to_metrics(flows, topology, placement, wire, dispatch=dispatch, dedup=dedup, origins=mode,
-                            num_tokens=trace.num_tokens)
+    rule = get_rule(replica)
+    if transport not in TRANSPORTS:
+        raise input_error(f"unknown transport {transport!r}; choose one of {list(TRANSPORTS)}", field="transport")
+    if replica == "nearest":
+        tied, ntied = replica_tables(placement, topology)
+        mode = resolve_origins(origins, trace, G)
+        flows = trace_flows(trace, tied, ntied, G, dispatch=dispatch, dedup=dedup, mode=mode)
+    else:
+        if dispatch != "origin":
+            raise input_error(f"replica rule {replica!r} is a serving stack's rule for origin dispatch; the coherent "
+                              "model uses replica='nearest'", field="replica")
+        ctx = RoutingContext.build(placement, topology)
+        mode, src = _senders(origins, trace, G, replica)
+        flows = rule_flows(trace, ctx, rule, src, dedup)
+    metrics = flows_to_metrics(flows, topology, placement, wire, dispatch=dispatch, dedup=dedup, origins=mode,
+                               num_tokens=trace.num_tokens)
+    if dispatch != "origin":
+        return metrics
+    setup = serving_setup(trace, topology, replica=replica, transport=transport, dedup=dedup,
+                          tokens_per_step=tokens_per_step, tokens_per_gpu=tokens_per_gpu, hidden_size=hidden_size,
+                          dispatch_dtype=dispatch_dtype or dtype, combine_dtype=combine_dtype or dtype, gpu=gpu,
+                          overlap=overlap)
+    return dataclasses.replace(metrics, replica=replica, transport=transport,
+                               step=step_times(placement, trace, topology, setup))
+
+
+def _senders(origins: str, trace: Trace, G: int, replica: str) -> tuple[str, np.ndarray | None]:
+    """The resolved origins mode and ``int64 [tokens]`` sending GPU of each token (``None`` for
+    count traces without per-origin counts) under a serving stack's replica rule."""
+    has = trace.origin is not None or (trace.counts is not None and trace.counts.ndim == 3)
+    if origins == "uniform" and trace.kind == "tokens":
+        raise input_error(f"replica rule {replica!r} needs the GPU each token is sent from; use origins='trace' "
+                          "or 'round_robin' (or 'auto')", field="origins")
+    mode = resolve_origins("trace" if origins == "trace" else "auto", trace, G) if origins != "round_robin" \
+        else "round_robin"
+    if trace.kind == "counts":
+        if mode == "round_robin":
+            raise input_error("round_robin origins need a token trace; use origins='uniform'", trace.source,
+                              "origins")
+        return mode, (np.zeros(1, dtype=np.int64) if mode == "trace" and has else None)
+    if mode == "trace":
+        return mode, trace.origin.astype(np.int64)
+    return "round_robin", (np.arange(trace.num_tokens) % G).astype(np.int64)

@@ -25,9 +25,10 @@ from ..errors import input_error
 from ..stats import TraceStats
 from ..trace._trace import Trace
 from .routing import deal_ranks, first_of_each, route_independent, route_layer
+from .transports import destination_probability
 
 __all__ = ["Flows", "resolve_origins", "trace_flows", "simulate_tokens", "simulate_uniform_origin",
-           "simulate_uniform_coherent", "simulate_counts"]
+           "simulate_uniform_coherent", "simulate_counts", "rule_flows"]
 
 #: expert selections replayed at once when averaging over origins (bounds temporary memory)
 _VIRTUAL_SELECTIONS = 1 << 24
@@ -285,3 +286,64 @@ def simulate_counts(counts_by_origin: np.ndarray, tied: np.ndarray, ntied: np.nd
         traffic += np.bincount(codes, weights=np.broadcast_to(share, gpu.shape)[ok], minlength=L * G * G)
     traffic = traffic.reshape(L, G, G)
     return Flows(traffic, traffic.sum(axis=1), np.full(max(L - 1, 0), np.nan))
+
+
+def rule_flows(trace: Trace, ctx, rule, src: np.ndarray | None, dedup: bool) -> Flows:
+    """Origin-model flows of the whole trace when a serving stack's replica rule picks the replicas.
+
+    Parameters
+    ----------
+    trace:
+        A token trace (every selection routed by ``rule.route``, one serving step) or a count trace
+        (``rule.expectation``, no de-duplication).
+    ctx:
+        The :class:`~placement.evaluation.replica_rules.RoutingContext` of the placement.
+    rule:
+        A :class:`~placement.evaluation.replica_rules.ReplicaRule`.
+    src:
+        ``int64 [tokens]`` sending GPU of each token (token traces), ``None`` for count traces.
+    dedup:
+        One copy per (token, destination GPU).
+
+    A rule that picks at random (or by fractions) gives expected flows: a token reaches GPU ``v``
+    with probability ``1 - prod_j (1 - q[j, v])`` under de-duplication, and a layer boundary pair
+    crosses GPUs with probability ``1 - sum_v q_prev[v] q_next[v]``.
+    """
+    L, E = trace.num_layers, trace.num_experts
+    G = ctx.topology.num_gpus
+    Sg = ctx.slots_per_gpu
+    traffic = np.zeros((L, G, G))
+    load = np.zeros((L, G))
+    if trace.kind == "counts":
+        if dedup:
+            trace.require_tokens("de-duplication")
+        stats = TraceStats(trace)
+        by_origin = (stats.load_by_origin.astype(np.float64) if src is not None else
+                     np.broadcast_to(stats.load.astype(np.float64) / G, (G, L, E)))
+        for layer in range(L):
+            share = rule.expectation(ctx, layer)  # [G, E, R]
+            rs = ctx.replica_slots[layer]
+            flow = by_origin[:, layer, :, None] * share
+            ok = np.broadcast_to(rs >= 0, flow.shape)
+            dest = np.broadcast_to(np.maximum(rs, 0) // Sg, flow.shape)
+            u = np.broadcast_to(np.arange(G)[:, None, None], flow.shape)
+            traffic[layer] = np.bincount((u * G + dest)[ok], weights=flow[ok], minlength=G * G).reshape(G, G)
+            load[layer] = traffic[layer].sum(axis=0)
+        return Flows(traffic, load, np.full(max(L - 1, 0), np.nan))
+    experts = trace.require_tokens("token flows")
+    N, _, k = experts.shape
+    step = np.zeros(N, dtype=np.int64)
+    cross = np.zeros(max(L - 1, 0))
+    prev = None
+    for layer in range(L):
+        slots, weights = rule.route(ctx, layer, experts[:, layer, :], src, step)
+        q = destination_probability(slots, weights, Sg, G)  # [N, k, G]
+        load[layer] = q.sum(axis=(0, 1))
+        per_gpu = 1.0 - np.prod(1.0 - np.clip(q, 0.0, 1.0), axis=1) if dedup else q.sum(axis=1)  # [N, G]
+        codes = (src.astype(np.int64)[:, None] * G + np.arange(G)[None, :]).ravel()
+        traffic[layer] = np.bincount(codes, weights=per_gpu.ravel(), minlength=G * G).reshape(G, G)
+        if prev is not None:
+            same = np.einsum("nav,nbv->nab", prev, q)  # [N, k, k] probability a pair shares a GPU
+            cross[layer - 1] = (k * k * N - same.sum()) / (k * k)
+        prev = q
+    return Flows(traffic, load, cross)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..placement import Placement
     from ..topology import Topology
     from .flows import Flows
+    from .serving import StepTimes
 
 __all__ = ["Metrics", "flows_to_metrics"]
 
@@ -67,6 +68,11 @@ class Metrics:
         ``float64 [layers, gpus, gpus]`` tokens sent per layer in the dispatch phase (origin
         model; the combine phase is its transpose) or across the boundary into the layer
         (coherent model; layer 0 is the dispatch from the origins).
+    replica, transport:
+        The replica rule and the step model's transport.
+    step:
+        The serving-step model's :class:`~placement.evaluation.serving.StepTimes` (origin dispatch;
+        ``None`` for the coherent model): seconds per serving step, per layer and per phase.
     """
 
     dispatch: str
@@ -93,6 +99,14 @@ class Metrics:
     slots_used: np.ndarray
     traffic: np.ndarray = field(repr=False)
     layer_traffic: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0, 0)))
+    replica: str = "nearest"
+    transport: str = "nccl"
+    step: StepTimes | None = field(repr=False, default=None)
+
+    @property
+    def step_time(self) -> float:
+        """Seconds per serving step over all MoE layers (``nan`` without the step model)."""
+        return self.step.step_time if self.step is not None else float("nan")
 
     @property
     def local_boundary_fraction(self) -> float:
@@ -101,7 +115,14 @@ class Metrics:
 
     def as_dict(self) -> dict[str, Any]:
         """The scalar metrics as a flat dict (bytes per tier as ``MB_<tier>``, in MB)."""
-        out: dict[str, Any] = {
+        out: dict[str, Any] = {}
+        if self.step is not None:
+            phases = self.step.phase_totals
+            out.update({"step_time_ms": self.step.step_time * 1e3, "dispatch_ms": phases["dispatch"] * 1e3,
+                        "compute_ms": phases["compute"] * 1e3, "combine_ms": phases["combine"] * 1e3,
+                        "bound_by": self.step.bound_by, "replica": self.replica, "transport": self.transport,
+                        "tokens_per_step": self.step.setup.tokens_per_step})
+        out.update({
             "dispatch": self.dispatch,
             "dedup": self.dedup,
             "origins": self.origins,
@@ -116,7 +137,7 @@ class Metrics:
             "max_load_imbalance": self.max_load_imbalance,
             "local_boundary_fraction": self.local_boundary_fraction,
             "max_slots_used": int(self.slots_used.max()),
-        }
+        })
         for tier, b in self.tier_bytes.items():
             out[f"MB_{tier}"] = b / 1e6
         return out

@@ -30,6 +30,7 @@ Count traces
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,7 +40,7 @@ from ..costs import Wire
 from ..errors import input_error
 from ..hardware import ExpertShape, GpuSpec
 from .replica_rules import RoutingContext, get_rule
-from .transports import TRANSPORTS
+from .transports import TRANSPORTS, destination_probability
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..placement import Placement
@@ -73,7 +74,8 @@ class ServingSetup:
     gpu:
         The GPU model of every GPU.
     expert:
-        The routed expert's shape (shared experts are taken to have the same shape).
+        The routed expert's shape (shared experts are taken to have the same shape); ``None`` when
+        unknown: expert compute is then not modelled (0 s) and :attr:`StepTimes.notes` says so.
     num_shared_experts:
         Shared experts every GPU runs on the tokens it holds.
     overlap:
@@ -87,9 +89,15 @@ class ServingSetup:
     dispatch_wire: Wire
     combine_wire: Wire
     gpu: GpuSpec
-    expert: ExpertShape
+    expert: ExpertShape | None
     num_shared_experts: int = 0
     overlap: bool = False
+
+    def expert_time(self, tokens: np.ndarray) -> np.ndarray:
+        """Seconds per expert for ``tokens`` (0 everywhere when the expert shape is unknown)."""
+        if self.expert is None:
+            return np.zeros(np.shape(tokens))
+        return np.asarray(self.gpu.expert_time(self.expert, tokens))
 
     def __post_init__(self) -> None:
         get_rule(self.replica)
@@ -129,6 +137,8 @@ class StepTimes:
         ``float64 [layers, gpus]`` token-expert computations per GPU per step (routed experts).
     tier_bytes:
         Bytes per step over the links of each tier, dispatch and combine together.
+    notes:
+        What the figures leave out or approximate (scaled counts, unknown expert shape...).
     """
 
     setup: ServingSetup
@@ -141,6 +151,7 @@ class StepTimes:
     gpu_compute: np.ndarray = field(repr=False)
     gpu_tokens: np.ndarray = field(repr=False)
     tier_bytes: dict[str, float] = field(repr=False)
+    notes: tuple[str, ...] = ()
 
     @property
     def phase_totals(self) -> dict[str, float]:
@@ -173,15 +184,6 @@ def _steps_and_senders(trace: Trace, G: int, tokens_per_step: int) -> tuple[np.n
     else:
         src = (idx % G).astype(np.int64)
     return np.asarray(keep), step, src, S, scale
-
-
-def _destinations(slots: np.ndarray, weights: np.ndarray, S: int, G: int) -> np.ndarray:
-    """``float64 [n, k, G]``: the probability each selection is served on each GPU."""
-    n, k, C = slots.shape
-    gpu = np.where(slots >= 0, slots // S, 0)
-    codes = (np.arange(n * k).reshape(n, k, 1) * G + gpu).ravel()
-    return np.bincount(codes, weights=np.where(slots >= 0, weights, 0.0).ravel(),
-                       minlength=n * k * G).reshape(n, k, G)
 
 
 # ------------------------------------------------------------------------------------ link times
@@ -243,8 +245,7 @@ def step_times(placement: Placement, trace: Trace, topology: Topology, setup: Se
     gpu_tokens = np.zeros((L, G))
     tiers: dict[str, float] = dict.fromkeys(topology.tiers, 0.0)
     held = np.bincount(step * G + src, minlength=S * G).reshape(S, G) * scale  # tokens each GPU holds
-    shared = setup.num_shared_experts * np.asarray(setup.gpu.expert_time(setup.expert, held)) if \
-        setup.num_shared_experts else np.zeros((S, G))
+    shared = setup.num_shared_experts * setup.expert_time(held)
     for layer in range(L):
         slot_tokens = np.zeros(S * P)
         legs: list[np.ndarray] | None = None
@@ -254,13 +255,13 @@ def step_times(placement: Placement, trace: Trace, topology: Topology, setup: Se
             ok = slots >= 0
             slot_tokens += np.bincount((step[a:b, None, None] * P + np.where(ok, slots, 0)).ravel(),
                                        weights=np.where(ok, weights, 0.0).ravel(), minlength=S * P)
-            q = _destinations(slots, weights, Sg, G)
+            q = destination_probability(slots, weights, Sg, G)
             part = transport.legs(q, src[a:b], step[a:b], S, topology.server_of, setup.dedup)
             legs = part if legs is None else [x + y for x, y in zip(legs, part, strict=True)]
         assert legs is not None  # n >= 1 (a trace holds at least one token)
         legs = [leg * scale for leg in legs]
         tokens = slot_tokens.reshape(S, G, Sg) * scale
-        compute = np.asarray(setup.gpu.expert_time(setup.expert, tokens)).sum(axis=2) + shared  # [S, G]
+        compute = setup.expert_time(tokens).sum(axis=2) + shared  # [S, G]
         back = [np.transpose(leg, (0, 2, 1)) for leg in legs[::-1]]
         d, dc = _phase_time(legs, topology, setup.dispatch_wire.bytes_per_token)
         c, cc = _phase_time(back, topology, setup.combine_wire.bytes_per_token)
@@ -297,8 +298,7 @@ def _count_step(placement: Placement, trace: Trace, topology: Topology, setup: S
     gpu_tokens = np.zeros((L, G))
     tiers: dict[str, float] = dict.fromkeys(topology.tiers, 0.0)
     held = np.full((1, G), setup.tokens_per_step / G)
-    shared = setup.num_shared_experts * np.asarray(setup.gpu.expert_time(setup.expert, held)) if \
-        setup.num_shared_experts else np.zeros((1, G))
+    shared = setup.num_shared_experts * setup.expert_time(held)
     for layer in range(L):
         share = rule.expectation(ctx, layer)  # [G(u), E, R]
         rs = ctx.replica_slots[layer]  # [E, R]
@@ -312,7 +312,7 @@ def _count_step(placement: Placement, trace: Trace, topology: Topology, setup: S
         legs = [leg]
         back = [np.transpose(leg, (0, 2, 1))]
         tokens = slot_tokens.reshape(1, G, Sg)
-        compute = np.asarray(setup.gpu.expert_time(setup.expert, tokens)).sum(axis=2) + shared
+        compute = setup.expert_time(tokens).sum(axis=2) + shared
         d, dc = _phase_time(legs, topology, setup.dispatch_wire.bytes_per_token)
         c, cc = _phase_time(back, topology, setup.combine_wire.bytes_per_token)
         phase[:, layer] = np.stack([d, compute.max(axis=1), c], axis=1)
@@ -324,7 +324,10 @@ def _count_step(placement: Placement, trace: Trace, topology: Topology, setup: S
             tiers[tier] += value
         for tier, value in _arc_bytes_by_tier(back, topology, setup.combine_wire.bytes_per_token).items():
             tiers[tier] += value
-    return _finish(setup, topology, phase, crit_arc, crit_gpu, gpu_compute, gpu_tokens, tiers, 1, scale)
+    out = _finish(setup, topology, phase, crit_arc, crit_gpu, gpu_compute, gpu_tokens, tiers, 1, 1.0)
+    note = (f"count trace: one expected step ({setup.tokens_per_step} tokens, replica shares in expectation, "
+            "an expert runs whenever its expected count is positive)")
+    return dataclasses.replace(out, scale=float(scale), notes=(note, *out.notes))
 
 
 def _finish(setup: ServingSetup, topology: Topology, phase: np.ndarray, crit_arc: np.ndarray, crit_gpu: np.ndarray,
@@ -340,6 +343,11 @@ def _finish(setup: ServingSetup, topology: Topology, phase: np.ndarray, crit_arc
         vals, counts = np.unique(values, return_counts=True)
         return int(vals[np.argmax(counts)])
 
+    notes = []
+    if scale != 1.0:
+        notes.append(f"the trace holds fewer tokens than one step: counts scaled by {scale:.4g} (expected counts)")
+    if setup.expert is None:
+        notes.append("expert shape unknown (model has no intermediate_size): expert compute not modelled")
     critical = []
     for layer in range(L):
         row = []
@@ -352,4 +360,4 @@ def _finish(setup: ServingSetup, topology: Topology, phase: np.ndarray, crit_arc
         critical.append(row)
     return StepTimes(setup=setup, num_steps=int(S), scale=float(scale), phase_time=phase.mean(axis=0),
                      layer_time=layer_time, step_time=float(layer_time.sum()), critical=critical,
-                     gpu_compute=gpu_compute, gpu_tokens=gpu_tokens, tier_bytes=tiers)
+                     gpu_compute=gpu_compute, gpu_tokens=gpu_tokens, tier_bytes=tiers, notes=tuple(notes))

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TRANSPORTS", "Transport", "rail_peer"]
+__all__ = ["TRANSPORTS", "Transport", "destination_probability", "rail_peer"]
 
 
 def rail_peer(server_of: np.ndarray) -> np.ndarray:
@@ -51,6 +51,19 @@ def rail_peer(server_of: np.ndarray) -> np.ndarray:
     for m in range(M):
         local[members[m]] = np.arange(members[m].size)
     return np.stack([members[m][local % members[m].size] for m in range(M)], axis=1)
+
+
+def destination_probability(slots: np.ndarray, weights: np.ndarray, S: int, G: int) -> np.ndarray:
+    """``float64 [n, k, G]``: the probability each selection is served on each GPU.
+
+    ``slots int64 [n, k, C]`` candidate physical slots (``-1`` = none) and ``weights float64 [n, k, C]``
+    their probabilities, as a replica rule returns them; ``S`` slots per GPU, ``G`` GPUs.
+    """
+    n, k, C = slots.shape
+    gpu = np.where(slots >= 0, slots // S, 0)
+    codes = (np.arange(n * k).reshape(n, k, 1) * G + gpu).ravel()
+    return np.bincount(codes, weights=np.where(slots >= 0, weights, 0.0).ravel(),
+                       minlength=n * k * G).reshape(n, k, G)
 
 
 def _by_token(src: np.ndarray, step: np.ndarray, values: np.ndarray, S: int, G: int) -> np.ndarray:
