@@ -6,7 +6,8 @@ everywhere it is printed.
 Units
 -----
 * bytes per element: :data:`DTYPE_BYTES` (``"bf16"`` -> 2, ``"fp8"`` -> 1, ...);
-* bytes per token sent: ``hidden_size * DTYPE_BYTES[dtype]`` (:class:`Wire`);
+* bytes per token sent: ``hidden_size * DTYPE_BYTES[dtype]``, plus for ``fp8`` one float32 scale per
+  128 elements (the block scaling DeepEP and DeepGEMM send with FP8 activations) (:class:`Wire`);
 * pair costs (:class:`PairCosts`), ``float64 [gpus, gpus]``, source GPU first:
   ``hops`` (links traversed), ``seconds_per_byte`` (``1 /`` the route's bottleneck
   bandwidth, :attr:`~placement.topology.Topology.seconds_per_byte`), ``seconds_per_token``
@@ -17,8 +18,8 @@ Scaling a model's costs to numbers a solver handles well is a formulation's busi
 two, so the division is exact); the figures it reports are in the units above.
 
 >>> from placement.costs import Wire, bytes_per_token
->>> Wire(hidden_size=7168, dtype="fp8").bytes_per_token
-7168
+>>> Wire(hidden_size=7168, dtype="fp8").bytes_per_token     # 7168 + 56 scales x 4 bytes
+7392
 >>> bytes_per_token(4096, "bf16")
 8192
 """
@@ -55,11 +56,19 @@ def _check_dtype(dtype: str, field: str = "dtype") -> int:
     return DTYPE_BYTES[dtype]
 
 
+#: Elements per float32 scale of block-scaled FP8 activations.
+FP8_BLOCK = 128
+
+
 def bytes_per_token(hidden_size: int, dtype: str = "bf16") -> int:
-    """Bytes of one token's activation: ``hidden_size * DTYPE_BYTES[dtype]``."""
+    """Bytes of one token's activation: ``hidden_size * DTYPE_BYTES[dtype]``, plus one float32 scale
+    per :data:`FP8_BLOCK` elements for ``fp8`` (block-scaled FP8, as DeepEP sends it)."""
     if isinstance(hidden_size, bool) or int(hidden_size) != hidden_size or int(hidden_size) <= 0:
         raise input_error(f"must be a positive integer, got {hidden_size!r}", field="hidden_size")
-    return int(hidden_size) * _check_dtype(dtype)
+    size = int(hidden_size) * _check_dtype(dtype)
+    if dtype == "fp8":
+        size += 4 * (-(-int(hidden_size) // FP8_BLOCK))
+    return size
 
 
 @dataclass(frozen=True)
