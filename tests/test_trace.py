@@ -176,3 +176,33 @@ def test_head_and_summary():
     assert h.num_tokens == 10 and np.array_equal(h.experts, t.experts[:10])
     s = t.summary()
     assert s["tokens"] == 50 and s["selections"] == 50 * 3 * 2 and s["has_origin"]
+
+
+def test_trace_package_never_imports_stats():
+    # one-way dependency: placement.stats counts through placement.trace.counting, never the reverse
+    import ast
+    from pathlib import Path
+
+    import placement.trace
+
+    for path in Path(placement.trace.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom):  # resolve "from ..x import y" against placement.trace
+                base = ".".join(["placement", "trace"][:3 - node.level] if node.level else [])
+                module = ".".join(p for p in (base, node.module or "") if p)
+                names = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(n == "placement.stats" or n.startswith("placement.stats.") for n in names), \
+                f"{path.name} imports placement.stats"
+
+
+def test_layer_counts_counts_through_the_trace_kernels():
+    t = make_trace(seed=3)
+    expect = np.zeros((3, 8), dtype=np.int64)
+    for token in t.experts:
+        for layer, ids in enumerate(token):
+            expect[layer, ids] += 1
+    np.testing.assert_array_equal(t.layer_counts(), expect)

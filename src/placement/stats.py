@@ -5,7 +5,8 @@ quantities work for both trace kinds; per-token quantities (co-activation,
 transitions) need a token trace and raise
 :class:`~placement.errors.NeedsTokenTraceError` on a count trace.
 
-Counting conventions (shared with the evaluator):
+The counting itself is done by :mod:`placement.trace.counting` (this module imports the
+trace package, never the reverse).  Counting conventions (shared with the evaluator):
 
 * ``load[l, e]`` counts selections: a token that picks expert ``e`` at layer ``l``
   adds 1, whatever its top-k position.  ``load[l].sum() == tokens * k``.
@@ -26,94 +27,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .trace._trace import Trace
+from .trace.counting import (
+    _coactivation,
+    _load_counts,
+    _transitions,
+    coactivation_counts,
+    expert_load,
+    transition_counts,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse as sp
 
+# the counting kernels live in :mod:`placement.trace.counting`; re-exported here for existing callers
 __all__ = ["TraceStats", "expert_load", "transition_counts", "coactivation_counts"]
-
-#: tokens per block when counting pairs: a block's pair codes stay in cache (2**11-2**13 measured best)
-_CHUNK = 1 << 13
-#: selections per block when counting load
-_LOAD_BLOCK = 1 << 20
-
-
-def expert_load(experts: np.ndarray, num_experts: int) -> np.ndarray:
-    """``int64 [layers, experts]`` selections per expert from ``experts [tokens, layers, k]``.
-
-    >>> import numpy as np
-    >>> expert_load(np.array([[[0, 1]], [[1, 2]]]), 3)
-    array([[1, 2, 1]])
-    """
-    tokens, layers, k = experts.shape
-    # code = layer * E + expert, one bincount per block of tokens (a bounded int64 buffer)
-    offs = (np.arange(layers, dtype=np.int64) * num_experts)[None, :, None]
-    out = np.zeros(layers * num_experts, dtype=np.int64)
-    step = max(1, _LOAD_BLOCK // max(1, layers * k))
-    buf = np.empty((min(step, tokens), layers, k), dtype=np.int64)
-    for start in range(0, tokens, step):
-        chunk = experts[start:start + step]
-        codes = buf[:chunk.shape[0]]
-        np.add(chunk, offs, out=codes, casting="unsafe")
-        out += np.bincount(codes.ravel(), minlength=layers * num_experts)
-    return out.reshape(layers, num_experts)
-
-
-def _pair_counts(a: np.ndarray, b: np.ndarray, num_experts: int) -> np.ndarray:
-    """``int64 [E*E]`` counts of all pairs (a[t, i], b[t, j]) over tokens; a, b are ``[tokens, k]``.
-
-    Codes ``a * E + b`` are built directly in ``intp`` (what ``np.bincount`` reads, so it
-    does not convert them again) in blocks of ``_CHUNK`` tokens that stay in cache.
-    """
-    E = num_experts
-    out = np.zeros(E * E, dtype=np.int64)
-    ka, kb = a.shape[1], b.shape[1]
-    rows = min(_CHUNK, a.shape[0])
-    left = np.empty((rows, ka), dtype=np.intp)
-    codes = np.empty((rows, ka, kb), dtype=np.intp)
-    for start in range(0, a.shape[0], _CHUNK):
-        m = min(_CHUNK, a.shape[0] - start)
-        np.copyto(left[:m], a[start:start + m], casting="unsafe")
-        left[:m] *= E
-        np.add(left[:m, :, None], b[start:start + m, None, :], out=codes[:m], casting="unsafe")
-        out += np.bincount(codes[:m].ravel(), minlength=E * E)
-    return out
-
-
-def transition_counts(experts: np.ndarray, num_experts: int) -> tuple[sp.csr_matrix, ...]:
-    """Consecutive-layer transition counts: ``layers - 1`` sparse ``int64 [E, E]`` matrices.
-
-    Entry ``[i, j]`` of matrix ``l`` counts token pairs (``i`` at layer ``l``, ``j`` at ``l + 1``),
-    all ``k * k`` pairs of each token counted once.
-
-    >>> import numpy as np
-    >>> T = transition_counts(np.array([[[0], [1]], [[0], [1]], [[1], [0]]]), 2)
-    >>> T[0].toarray()
-    array([[0, 2],
-           [1, 0]])
-    """
-    import scipy.sparse as sp
-
-    E = num_experts
-    mats = []
-    for layer in range(experts.shape[1] - 1):
-        counts = _pair_counts(experts[:, layer, :], experts[:, layer + 1, :], E)
-        mats.append(sp.csr_matrix(counts.reshape(E, E)))
-    return tuple(mats)
-
-
-def coactivation_counts(experts: np.ndarray, num_experts: int) -> tuple[sp.csr_matrix, ...]:
-    """Within-layer co-activation: ``layers`` sparse symmetric ``int64 [E, E]``, zero diagonal."""
-    import scipy.sparse as sp
-
-    E = num_experts
-    mats = []
-    for layer in range(experts.shape[1]):
-        ids = experts[:, layer, :]
-        counts = _pair_counts(ids, ids, E).reshape(E, E)
-        np.fill_diagonal(counts, 0)  # a token's top-k ids are distinct: the diagonal is self-pairs
-        mats.append(sp.csr_matrix(counts))
-    return tuple(mats)
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,23 +99,9 @@ class TraceStats:
         t = self.trace
         if t.counts is not None:
             return t.counts if t.counts.ndim == 3 else None
-        if t.origin is None or t.num_ranks is None:
+        if t.origin is None or t.num_ranks is None or t.experts is None:
             return None
-        assert t.experts is not None
-        R, L, E = t.num_ranks, t.num_layers, t.num_experts
-        # code = (origin * L + layer) * E + expert, counted per block of tokens (bounded memory)
-        offs = (np.arange(L, dtype=np.int64) * E)[None, :, None]
-        out = np.zeros(R * L * E, dtype=np.int64)
-        tokens, _, k = t.experts.shape
-        step = max(1, _LOAD_BLOCK // max(1, L * k))
-        buf = np.empty((min(step, tokens), L, k), dtype=np.int64)
-        for start in range(0, tokens, step):
-            chunk = t.experts[start:start + step]
-            codes = buf[:chunk.shape[0]]
-            np.add(chunk, offs, out=codes, casting="unsafe")
-            codes += (t.origin[start:start + step].astype(np.int64) * (L * E))[:, None, None]
-            out += np.bincount(codes.ravel(), minlength=R * L * E)
-        return out.reshape(R, L, E)
+        return _load_counts(t.experts, t.num_experts, t.origin, t.num_ranks)
 
     @cached_property
     def origin_counts(self) -> np.ndarray | None:
@@ -203,9 +116,9 @@ class TraceStats:
     @cached_property
     def transitions(self) -> tuple[sp.csr_matrix, ...]:
         experts = self.trace.require_tokens("inter-layer transition statistics")
-        return transition_counts(experts, self.trace.num_experts)
+        return _transitions(experts, self.trace.num_experts)
 
     @cached_property
     def coactivation(self) -> tuple[sp.csr_matrix, ...]:
         experts = self.trace.require_tokens("co-activation statistics")
-        return coactivation_counts(experts, self.trace.num_experts)
+        return _coactivation(experts, self.trace.num_experts)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import NeedsTokenTraceError, input_error
+from .counting import _load_counts
 
 __all__ = ["ModelSpec", "Trace"]
 
@@ -268,9 +269,7 @@ class Trace:
     def layer_counts(self) -> np.ndarray:
         """``int64 [layers, experts]``: tokens routed to each expert (summed over ranks)."""
         if self.experts is not None:
-            from ..stats import expert_load
-
-            return expert_load(self.experts, self.model.num_experts)
+            return _load_counts(self.experts, self.model.num_experts)
         assert self.counts is not None
         return self.counts.sum(axis=0) if self.counts.ndim == 3 else self.counts
 
