@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .placement import Placement
     from .topology import Topology
 
-__all__ = ["solve", "compare", "metrics_table", "as_topology", "as_stats", "parse_method_spec"]
+__all__ = ["solve", "compare", "metrics_table", "verdict", "as_topology", "as_stats", "parse_method_spec"]
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -85,23 +85,54 @@ def metrics_table(metrics: Mapping[str, Metrics], reference: str | None = None) 
         if reference not in metrics:
             raise ValueError(f"reference {reference!r} is not among the compared methods {list(metrics)}")
         ref = frame.loc[reference]
-        for col in ("hop_transmissions", "server_crossings", "alltoall_time_ms", "busiest_link_MB",
+        for col in ("step_time_ms", "hop_transmissions", "server_crossings", "alltoall_time_ms", "busiest_link_MB",
                     "load_imbalance"):
+            if col not in frame.columns:
+                continue
             denom = float(ref[col])
             frame[f"{col}/ref"] = frame[col].astype(float) / denom if denom else np.nan
     return frame
 
 
+def verdict(frame: pd.DataFrame, reference: str | None = None) -> str:
+    """One line naming the fastest placement of a :func:`compare` table by modelled step time, its ratio
+    to the reference and to the runner-up, what bounds it and its memory (slots on the fullest GPU).
+
+    Falls back to the all-to-all time for tables without the step model (coherent dispatch).
+    """
+    import numpy as np
+
+    col = "step_time_ms" if "step_time_ms" in frame.columns and np.isfinite(frame["step_time_ms"].astype(float)).all() \
+        else "alltoall_time_ms"
+    times = frame[col].astype(float)
+    order = times.sort_values(kind="stable")
+    best = order.index[0]
+    what = "step time" if col == "step_time_ms" else "all-to-all time"
+    parts = [f"fastest: {best} ({what} {times[best]:.4g} ms"]
+    if reference is not None and reference in frame.index and reference != best:
+        parts.append(f", {times[best] / times[reference]:.3f}x {reference}")
+    if len(order) > 1:
+        parts.append(f", {times[best] / times[order.index[1]]:.3f}x runner-up {order.index[1]}")
+    parts.append(")")
+    if "bound_by" in frame.columns:
+        parts.append(f"; bound by {frame.loc[best, 'bound_by']}")
+    if "max_slots_used" in frame.columns:
+        parts.append(f"; memory {int(frame.loc[best, 'max_slots_used'])} expert slots on the fullest GPU")
+    return "".join(parts)
+
+
 def compare(trace: Trace | TraceStats, topology: Topology | str, methods: Iterable[str | tuple[str, Placement]],
             *, reference: str | None = "contiguous", dispatch: str = "origin", dedup: bool = False,
             origins: str = "auto", hidden_size: int | None = None, dtype: str = "bf16",
-            options: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+            options: Mapping[str, Mapping[str, Any]] | None = None, **serving: Any) -> pd.DataFrame:
     """Solve with every method (or take given placements) and tabulate the evaluator's metrics.
 
     ``methods`` holds registry names, names with inline options such as
     ``"eplb(faithful=true, redundant=32)"`` (so one method can appear with several settings),
     or ``(label, placement)`` pairs; ``options`` maps a method name to its options.  The
-    reference method is added when missing.
+    reference method is added when missing.  ``serving`` holds the serving-step options of
+    :func:`~placement.evaluate` (``replica``, ``transport``, ``tokens_per_step``, ``tokens_per_gpu``,
+    ``dispatch_dtype``, ``combine_dtype``, ``gpu``, ``overlap``); :func:`verdict` reads the table.
     """
     stats = as_stats(trace)
     topo = as_topology(topology)
@@ -117,12 +148,12 @@ def compare(trace: Trace | TraceStats, topology: Topology | str, methods: Iterab
             method, inline = parse_method_spec(entry)
             sol = run_method(method, stats, topo, **{**dict(options.get(method, {})), **inline})
             placement, name = sol.placement, entry
-            extra[name] = {"solve_s": sol.wall_time, "termination": sol.termination, "gap": sol.gap}
+            extra[name] = {"solve_s": sol.wall_time, "termination": sol.termination.value, "gap": sol.gap}
         else:
             name, placement = entry
             extra[name] = {}
         results[name] = evaluate(placement, stats.trace, topo, dispatch=dispatch, dedup=dedup, origins=origins,
-                                 hidden_size=hidden_size, dtype=dtype)
+                                 hidden_size=hidden_size, dtype=dtype, **serving)
     import pandas as pd
 
     frame = metrics_table(results, reference)
