@@ -125,3 +125,44 @@ def test_bad_input_exit_2_no_output(tmp_path, trace_file, args, message):
     assert message in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert set(tmp_path.iterdir()) == before  # no output and no temp file left behind
+
+
+def test_commands_come_from_one_registry():
+    import importlib
+
+    from placement.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert list(sub.choices) == [name for name, _ in COMMANDS]
+    for _, module in COMMANDS:
+        mod = importlib.import_module(f"placement.cli.{module}")
+        assert callable(mod.register) and callable(mod.run) and mod.__doc__
+
+
+def test_library_never_imports_the_cli():
+    # one-way dependencies: placement.cli imports the library, nothing outside placement.cli imports it
+    import ast
+    from pathlib import Path
+
+    import placement
+
+    root = Path(placement.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "cli" or rel.name == "__main__.py":
+            continue
+        pkg = ["placement", *rel.parts[:-1]]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = pkg[: len(pkg) - node.level + 1] if node.level else []
+                target = ".".join([*base, node.module or ""]).strip(".")
+                names = [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            if any(n == "placement.cli" or n.startswith("placement.cli.") for n in names):
+                offenders.append(str(rel))
+    assert offenders == []

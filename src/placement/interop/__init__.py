@@ -60,8 +60,6 @@ __all__ = [
     "vllm_expert_map",
     "load_sglang_dump",
     "load_expert_load",
-    "register_export_cli",
-    "register_import_cli",
 ]
 
 
@@ -248,17 +246,3 @@ def import_trace(
             files[0], model=model, top_k=top_k, key=key, first_moe_layer=first_moe_layer, by_rank=by_rank
         )
     raise input_error(f"unknown trace format {format!r}; choose one of {list(TRACE_FORMATS)}", field="format")
-
-
-def register_export_cli(subparsers: Any) -> Any:
-    """Add ``placement export`` to the CLI's subparsers (see :mod:`._cli`)."""
-    from ._cli import register_export
-
-    return register_export(subparsers)
-
-
-def register_import_cli(subparsers: Any) -> Any:
-    """Add ``placement import`` to the CLI's subparsers (see :mod:`._cli`)."""
-    from ._cli import register_import
-
-    return register_import(subparsers)

@@ -1,0 +1,108 @@
+"""``placement import``: read a serving stack's expert loads, routing or placement file
+(:mod:`placement.interop`) into a trace or a placement.
+
+The module is named ``import_`` because ``import`` is a keyword; the command is ``placement import``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import input_error
+from ._common import Formatter, Subparsers, check_out, echo, examples
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    """Add ``placement import`` to the CLI's subparsers; its description lists the formats."""
+    from ..interop import PLACEMENT_FORMATS, TRACE_FORMATS
+
+    listing = "\n".join(f"  {name:<12} trace      {summary}" for name, summary in TRACE_FORMATS.items())
+    listing += "\n" + "\n".join(f"  {name:<12} placement  {f.summary}" for name, f in PLACEMENT_FORMATS.items())
+    p = subparsers.add_parser(
+        "import",
+        help="read SGLang/vLLM/EPLB loads, traces or placements",
+        formatter_class=Formatter,
+        description="Convert a serving stack's recording into a trace (.npz, .csv, .parquet) or its "
+        "placement file into a placement (.json, .yaml).\n\nformats:\n" + listing,
+        epilog=examples(
+            "placement import --format sglang-dump expert_distribution_recorder_1700000000.pt "
+            "--model deepseek-v3 --out load.npz",
+            "placement import --format sglang-dump rec_*_0.pt rec_*_1.pt --out tokens.npz",
+            "placement import --format expert-load expert_load.npy --top-k 8 --out load.npz",
+            "placement import --format sglang-json expert_location.json --num-gpus 8 --first-moe-layer 3 "
+            "--out p.json",
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="input file(s); several only for per-rank dumps")
+    p.add_argument("--format", required=True, choices=[*TRACE_FORMATS, *PLACEMENT_FORMATS], help="input format")
+    p.add_argument("--out", required=True, help="trace (.npz, .csv, .parquet) or placement (.json, .yaml) file")
+    g = p.add_argument_group("traces")
+    g.add_argument("--model", default=None, help="model preset giving top-k and the MoE layers (e.g. deepseek-v3)")
+    g.add_argument("--top-k", type=int, default=None, help="experts per token (needed for counts without --model)")
+    g.add_argument("--key", default=None, help="expert-load: entry of the file to read")
+    g.add_argument("--by-rank", action="store_true", help="expert-load: a 3-D tensor's first axis is the rank")
+    g = p.add_argument_group("placements")
+    g.add_argument("--num-gpus", type=int, default=None, help="EP size (SGLang and foreign TensorRT-LLM files)")
+    g.add_argument("--num-experts", type=int, default=None, help="logical experts (if omitted: max id + 1)")
+    g.add_argument("--num-moe-layers", type=int, default=None, help="SGLang: MoE rows (if omitted: all)")
+    p.add_argument(
+        "--first-moe-layer",
+        type=int,
+        default=None,
+        help="hidden-layer index of the first MoE layer (if omitted: detected for traces, 0 for SGLang maps)",
+    )
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Import a placement (placement formats) or a trace (trace formats) and say what was written."""
+    from ..interop import PLACEMENT_FORMATS
+
+    return _placement(args) if args.format in PLACEMENT_FORMATS else _trace(args)
+
+
+def _placement(args: argparse.Namespace) -> int:
+    from ..interop import import_placement
+
+    check_out(args.out, (".json", ".yaml", ".yml"))
+    if len(args.inputs) != 1:
+        raise input_error(f"a placement is read from one file, got {len(args.inputs)}", field="INPUT")
+    placement = import_placement(
+        args.inputs[0],
+        args.format,
+        num_gpus=args.num_gpus,
+        num_experts=args.num_experts,
+        first_moe_layer=args.first_moe_layer,
+        num_moe_layers=args.num_moe_layers,
+    )
+    placement.save(args.out)
+    echo(
+        f"wrote {args.out}: {placement.num_layers} MoE layers x {placement.num_gpus} GPUs x "
+        f"{placement.slots_per_gpu} slots, {placement.num_experts} experts"
+    )
+    return 0
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from ..interop import import_trace
+    from ..trace import save_trace
+
+    check_out(args.out, (".npz", ".csv", ".parquet"))
+    trace = import_trace(
+        args.inputs,
+        args.format,
+        model=args.model,
+        top_k=args.top_k,
+        first_moe_layer=args.first_moe_layer,
+        key=args.key,
+        by_rank=args.by_rank,
+    )
+    save_trace(trace, args.out)
+    what = f"{trace.num_tokens} tokens" if trace.kind == "tokens" else f"counts {list(trace.counts.shape)}"
+    echo(
+        f"wrote {args.out}: {trace.kind} trace, {what}, {trace.num_layers} MoE layers x {trace.num_experts} "
+        f"experts, top-{trace.top_k} (MoE layers from hidden layer {trace.metadata.get('first_moe_layer')})"
+    )
+    return 0

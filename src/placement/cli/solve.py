@@ -1,0 +1,111 @@
+"""``placement solve``: compute a placement, print its metrics against a baseline, optionally write it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ._common import (
+    Formatter,
+    Subparsers,
+    add_eval_options,
+    check_out,
+    echo,
+    eval_kwargs,
+    examples,
+    format_table,
+    parse_kv,
+)
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    """Add ``placement solve`` to the CLI's subparsers."""
+    from ..methods import METHODS
+
+    p = subparsers.add_parser(
+        "solve", help="compute a placement and compare it with a baseline", formatter_class=Formatter,
+        description="Solve a placement for a trace on a topology, print its summary and metrics against the "
+                    "baseline, and optionally write it.",
+        epilog=examples(
+            "placement solve --trace data/traces/mixtral-8x7b.npz --topology fat-tree:2x4 --method round_robin",
+            "placement solve --trace t.npz --topology cluster.yaml --method random --option seed=3 --out p.json",
+        ),
+    )
+    p.add_argument("--trace", required=True, help="trace file (.npz, ExFlow .npy, .csv, .parquet)")
+    p.add_argument("--topology", required=True, help="preset spec (e.g. fat-tree:4x8) or YAML file")
+    p.add_argument("--method", default="contiguous", choices=list(METHODS), help="placement method")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
+    p.add_argument("--baseline", default="contiguous", choices=list(METHODS), help="method to compare against")
+    p.add_argument("--out", help="write the placement here (.json, .yaml, .yml)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_eval_options(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Solve, evaluate against the baseline, write ``--out`` and print the report."""
+    from ..api import as_stats, as_topology
+    from ..evaluate import evaluate
+    from ..methods import get_method, run_method
+    from ..trace import load_trace
+
+    check_out(args.out, (".json", ".yaml", ".yml"))
+    method = get_method(args.method)
+    given = parse_kv(args.option, "--option")
+    if "verbose" in {o.name for o in method.options} and "verbose" not in given:
+        given["verbose"] = str(not args.quiet)  # the progress line of long solves, off with --quiet
+    options = method.parse_options(given)
+    trace = load_trace(args.trace)
+    topo = as_topology(args.topology)
+    stats = as_stats(trace)
+    solution = run_method(args.method, stats, topo, **options)
+    kwargs = eval_kwargs(args)
+    mine = evaluate(solution.placement, trace, topo, **kwargs)
+    if args.baseline == args.method:
+        base = mine
+    else:
+        base = evaluate(run_method(args.baseline, stats, topo).placement, trace, topo, **kwargs)
+    if args.out:
+        solution.placement.save(args.out)
+    if not args.quiet:
+        echo(_report(args, trace, topo, solution, mine, base))
+    return 0
+
+
+def _report(args: argparse.Namespace, trace: Any, topo: Any, solution: Any, mine: Any, base: Any) -> str:
+    import pandas as pd
+
+    lines = [f"trace     {trace.source}: {trace.model.name}, {trace.num_tokens} tokens, {trace.num_layers} MoE "
+             f"layers x {trace.num_experts} experts, top-{trace.top_k}",
+             f"topology  {topo.name}: {topo.num_gpus} GPUs on {topo.num_servers} "
+             f"server{'s' if topo.num_servers != 1 else ''}, diameter {topo.diameter:g} hops"]
+    s = solution.summary()
+    opts = solution.placement.metadata.get("options", {})
+    model = f" (origins={opts['origins']})" if "origins" in opts else ""
+    bound = "-" if solution.bound is None else f"{solution.bound:.6g}"
+    gap = "-" if solution.gap is None else f"{100 * solution.gap:.3g}%"
+    proof = "" if solution.objective is None else (
+        f", objective{model} {solution.objective:.6g}, bound {bound}, gap {gap}")
+    lines.append(f"method    {args.method} ({solution.termination}{proof}) in {s['wall_time_s']:.3g} s")
+    ps = solution.placement.summary()
+    lines.append(f"placement {ps['layers']} layers x {ps['gpus']} GPUs x {ps['slots_per_gpu']} slots; experts per GPU "
+                 f"{ps['experts_per_gpu_min']}-{ps['experts_per_gpu_max']}; {ps['extra_replicas']} extra replicas")
+    lines.append(f"metrics   dispatch={mine.dispatch}, dedup={mine.dedup}, origins={mine.origins}, "
+                 f"{mine.bytes_per_token} bytes/token")
+    a, b = mine.as_dict(), base.as_dict()
+    rows = []
+    for key, value in a.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "tokens":
+            ref = b.get(key)
+            ratio = value / ref if isinstance(ref, (int, float)) and ref else float("nan")
+            rows.append((key, value, ref, ratio))
+    table = pd.DataFrame(rows, columns=["metric", args.method, f"{args.baseline} (baseline)", "ratio"])
+    table = table.set_index("metric")
+    lines.append("")
+    lines.append(format_table(table))
+    lines.append(f"\nbusiest link: {mine.busiest_link} ({args.method}) vs {base.busiest_link} ({args.baseline})")
+    if args.out:
+        lines.append(f"wrote {args.out}")
+    return "\n".join(lines)
