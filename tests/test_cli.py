@@ -140,29 +140,13 @@ def test_commands_come_from_one_registry():
         assert callable(mod.register) and callable(mod.run) and mod.__doc__
 
 
-def test_library_never_imports_the_cli():
-    # one-way dependencies: placement.cli imports the library, nothing outside placement.cli imports it
-    import ast
+def test_cli_plots_and_interop_keep_their_layers():
+    # tests/test_layering.py's package-wide check is xfail until every cycle is gone; this part already holds
+    import importlib.util
     from pathlib import Path
 
-    import placement
-
-    root = Path(placement.__file__).parent
-    offenders = []
-    for path in root.rglob("*.py"):
-        rel = path.relative_to(root)
-        if rel.parts[0] == "cli" or rel.name == "__main__.py":
-            continue
-        pkg = ["placement", *rel.parts[:-1]]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom):
-                base = pkg[: len(pkg) - node.level + 1] if node.level else []
-                target = ".".join([*base, node.module or ""]).strip(".")
-                names = [f"{target}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
-            if any(n == "placement.cli" or n.startswith("placement.cli.") for n in names):
-                offenders.append(str(rel))
-    assert offenders == []
+    spec = importlib.util.spec_from_file_location("_layering", Path(__file__).with_name("test_layering.py"))
+    layering = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layering)
+    units = ("placement.cli", "placement.plots", "placement.interop")
+    assert [v for v in layering.layering_violations(layering.SRC) if any(u in v for u in units)] == []
