@@ -168,8 +168,6 @@ def layering_violations(root: Path) -> list[str]:
     return sorted(set(problems))
 
 
-@pytest.mark.xfail(strict=True, reason="the four package cycles and upward imports are being removed (architecture "
-                   "issue); this mark goes when they are")
 def test_the_package_keeps_its_layers() -> None:
     assert layering_violations(SRC) == []
 
