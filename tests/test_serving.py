@@ -345,3 +345,31 @@ def test_rules_match_a_per_token_loop(data):
     src = np.array(data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)))
     for rule in ("vllm", "trtllm"):
         assert route(rule, p, topo, experts, src).tolist() == reference_gpu(rule, p, topo, experts, src).tolist()
+
+
+# ------------------------------------------------------------------------------------ reports
+def test_cli_reports_lead_with_the_step_time(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    trace = "data/traces/mixtral-8x7b.npz"
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    run = lambda *a: subprocess.run([sys.executable, "-m", "placement", *a], capture_output=True, text=True,  # noqa: E731
+                                    cwd=root, timeout=300)
+    out = run("solve", "--trace", trace, "--topology", "fat-tree:2x4", "--method", "round_robin", "--replica", "vllm",
+              "--transport", "deepep", "--dedup", "--dispatch-dtype", "fp8", "--out", str(tmp_path / "p.json"))
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert "serving step: 1024 tokens (128 per GPU), replica=vllm, transport=deepep" in out.stdout
+    assert "step time" in out.stdout and "verdict: " in out.stdout
+    ev = run("evaluate", "--placement", str(tmp_path / "p.json"), "--trace", trace, "--topology", "fat-tree:2x4",
+             "--reference", "contiguous", "--replica", "sglang-static", "--json")
+    assert ev.returncode == 0, ev.stderr
+    data = json.loads(ev.stdout)  # strict JSON: NaN would not parse back into a float here
+    assert data["replica"] == "sglang-static" and data["reference"]["name"] == "contiguous"
+    assert data["step_time_ms"] > 0 and data["reference"]["step_time_ms"] > 0
+    cmp_ = run("compare", "--trace", trace, "--topology", "fat-tree:2x4", "--methods", "round_robin,eplb",
+               "--replica", "vllm")
+    assert cmp_.returncode == 0, cmp_.stderr
+    verdicts = [line for line in cmp_.stdout.splitlines() if line.startswith("verdict: fastest: ")]
+    assert len(verdicts) == 1 and "x contiguous" in verdicts[0]

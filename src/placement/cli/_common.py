@@ -25,6 +25,8 @@ __all__ = [
     "check_out",
     "format_table",
     "echo",
+    "step_report",
+    "json_text",
 ]
 
 #: What ``register(subparsers)`` receives: the action returned by ``add_subparsers``.
@@ -44,8 +46,12 @@ def examples(*lines: str) -> str:
 
 
 def add_eval_options(p: argparse.ArgumentParser) -> None:
-    """Add the ``evaluation`` group (``--dispatch``, ``--dedup``, ``--origins``, ``--hidden-size``, ``--dtype``)."""
+    """Add the ``evaluation`` group (``--dispatch``, ``--dedup``, ``--origins``, ``--hidden-size``, ``--dtype``)
+    and the ``serving step`` group (``--replica``, ``--transport``, ``--tokens-per-step``/``--tokens-per-gpu``,
+    ``--dispatch-dtype``, ``--combine-dtype``, ``--gpu``, ``--overlap``)."""
     from ..evaluate import DISPATCH_MODELS, DTYPE_BYTES, ORIGIN_MODES
+    from ..evaluation import DEFAULT_TOKENS_PER_GPU, REPLICA_RULES, TRANSPORTS
+    from ..hardware import GPU_PRESETS
 
     g = p.add_argument_group("evaluation")
     g.add_argument("--dispatch", choices=DISPATCH_MODELS, default="origin", help=DISPATCH_HELP)
@@ -53,12 +59,80 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--origins", choices=ORIGIN_MODES, default="auto", help=ORIGINS_HELP)
     g.add_argument("--hidden-size", type=int, default=None, help="hidden size (default: the model's, else 4096)")
     g.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="bf16", help="element type on the wire")
+    s = p.add_argument_group("serving step (docs/cost-model.md)")
+    s.add_argument("--replica", choices=list(REPLICA_RULES), default="nearest",
+                   help="which replica serves a token: the serving stack's rule")
+    s.add_argument("--transport", choices=list(TRANSPORTS), default="nccl",
+                   help="how tokens move: NCCL all-to-all (--dedup applies), DeepEP normal or low-latency")
+    size = s.add_mutually_exclusive_group()
+    size.add_argument("--tokens-per-step", type=int, default=None, help="tokens of one serving step, all GPUs")
+    size.add_argument("--tokens-per-gpu", type=int, default=None,
+                      help=f"tokens of one serving step per GPU (default {DEFAULT_TOKENS_PER_GPU})")
+    s.add_argument("--dispatch-dtype", choices=sorted(DTYPE_BYTES), default=None,
+                   help="dispatch dtype (default --dtype)")
+    s.add_argument("--combine-dtype", choices=sorted(DTYPE_BYTES), default=None,
+                   help="combine dtype (default --dtype)")
+    s.add_argument("--gpu", choices=list(GPU_PRESETS), default=None, help="GPU model (default: the topology's)")
+    s.add_argument("--overlap", action="store_true", help="two micro-batches overlap communication and compute")
 
 
 def eval_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`placement.evaluate.evaluate` given by :func:`add_eval_options`."""
     return {"dispatch": args.dispatch, "dedup": args.dedup, "origins": args.origins,
-            "hidden_size": args.hidden_size, "dtype": args.dtype}
+            "hidden_size": args.hidden_size, "dtype": args.dtype, "replica": args.replica,
+            "transport": args.transport, "tokens_per_step": args.tokens_per_step,
+            "tokens_per_gpu": args.tokens_per_gpu, "dispatch_dtype": args.dispatch_dtype,
+            "combine_dtype": args.combine_dtype, "gpu": args.gpu, "overlap": args.overlap}
+
+
+def step_report(metrics: Any, reference: Any = None, name: str = "placement", ref_name: str = "reference") -> str:
+    """The serving step of ``metrics`` (:class:`~placement.evaluation.Metrics`): setup, time per layer split
+    into dispatch / compute / combine with what bounds each, totals, and the ratio to ``reference``."""
+    import pandas as pd
+
+    step = metrics.step
+    if step is None:
+        return "serving step: not modelled for the coherent dispatch model"
+    setup = step.setup
+    head = (f"serving step: {setup.tokens_per_step} tokens ({setup.tokens_per_step / metrics.num_gpus:g} per GPU), "
+            f"replica={setup.replica}, transport={setup.transport}"
+            f"{' (dedup)' if setup.transport == 'nccl' and setup.dedup else ''}, dispatch "
+            f"{setup.dispatch_wire.dtype} / combine {setup.combine_wire.dtype}, gpu={setup.gpu.name}"
+            f"{', overlapped' if setup.overlap else ''}; {step.num_steps} step(s) evaluated")
+    rows = pd.DataFrame({"dispatch_us": step.phase_time[:, 0] * 1e6, "compute_us": step.phase_time[:, 1] * 1e6,
+                         "combine_us": step.phase_time[:, 2] * 1e6, "layer_us": step.layer_time * 1e6,
+                         "link (dispatch)": [c[0] for c in step.critical],
+                         "gpu (compute)": [c[1] for c in step.critical],
+                         "link (combine)": [c[2] for c in step.critical]})
+    rows.index.name = "layer"
+    totals = step.phase_totals
+    lines = [head, *[f"  note: {n}" for n in step.notes], format_table(rows),
+             f"step time {step.step_time * 1e3:.4g} ms = dispatch {totals['dispatch'] * 1e3:.4g} + compute "
+             f"{totals['compute'] * 1e3:.4g} + combine {totals['combine'] * 1e3:.4g} ms"
+             f"{' (overlapped per layer)' if setup.overlap else ''}; bound by {step.bound_by}"]
+    if reference is not None and reference.step is not None and reference.step.step_time > 0:
+        ratio = step.step_time / reference.step.step_time
+        lines.append(f"{name}: {ratio:.3f}x the step time of {ref_name} ({reference.step.step_time * 1e3:.4g} ms)")
+    return "\n".join(lines)
+
+
+def json_text(value: Any) -> str:
+    """``value`` as strict JSON: NaN and infinities become ``null``, numpy scalars plain numbers."""
+    import json
+    import math
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return json.dumps(clean(value), indent=2, allow_nan=False)
 
 
 def parse_kv(items: Sequence[str] | None, flag: str) -> dict[str, str]:

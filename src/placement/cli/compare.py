@@ -62,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
         get_method(name).parse_options({**per_method.get(name, {}), **inline})
     frame = compare(as_stats(load_trace(args.trace)), as_topology(args.topology), names, reference=args.reference,
                     options=per_method, **eval_kwargs(args))
+    from ..api import verdict
+
     echo(format_table(frame.T))
+    echo(f"verdict: {verdict(frame, args.reference)}")
     if args.out:
         from .._io import atomic_path
 

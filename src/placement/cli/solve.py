@@ -15,6 +15,7 @@ from ._common import (
     examples,
     format_table,
     parse_kv,
+    step_report,
 )
 
 __all__ = ["register", "run"]
@@ -74,6 +75,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verdict(name: str, mine: Any, base_name: str, base: Any) -> str:
+    """One line: which of the two is faster per serving step, by how much, and what bounds it."""
+    if mine.step is None or base.step is None:
+        return ""
+    a, b = mine.step.step_time, base.step.step_time
+    if name == base_name:
+        return f"verdict: {name} takes {a * 1e3:.4g} ms per serving step; bound by {mine.step.bound_by}"
+    faster, slower, ratio, bound = (name, base_name, a / b, mine.step.bound_by) if a <= b else \
+        (base_name, name, b / a, base.step.bound_by)
+    return (f"verdict: {faster} is faster than {slower} ({ratio:.3f}x the step time, in-sample: the placement was "
+            f"fitted to this trace); bound by {bound}")
+
+
 def _report(args: argparse.Namespace, trace: Any, topo: Any, solution: Any, mine: Any, base: Any) -> str:
     import pandas as pd
 
@@ -106,6 +120,9 @@ def _report(args: argparse.Namespace, trace: Any, topo: Any, solution: Any, mine
     lines.append("")
     lines.append(format_table(table))
     lines.append(f"\nbusiest link: {mine.busiest_link} ({args.method}) vs {base.busiest_link} ({args.baseline})")
+    lines.append("")
+    lines.append(step_report(mine, base, args.method, args.baseline))
+    lines.append(_verdict(args.method, mine, args.baseline, base))
     if args.out:
         lines.append(f"wrote {args.out}")
     return "\n".join(lines)
