@@ -301,11 +301,14 @@ def test_public_names_are_the_package_objects():
 
 
 def test_runtime_plan_routes_with_the_evaluator_routing():
-    from placement.evaluation import routing
+    from placement.evaluation import replica_rules, routing, transports
     from placement_runtime import plan
 
-    assert plan.route_layer is routing.route_layer and plan.first_of_each is routing.first_of_each
-    assert "from placement.evaluation.routing import" in __import__("inspect").getsource(plan)
+    # one implementation: the runtime routes with the evaluator's rule registry and de-duplication rule
+    assert plan.REPLICA_RULES is replica_rules.REPLICA_RULES and plan.first_of_each is routing.first_of_each
+    assert plan.TRANSPORTS is transports.TRANSPORTS and plan.rail_peer is transports.rail_peer
+    assert plan.destination_probability is transports.destination_probability
+    assert "from placement.evaluation.replica_rules import" in __import__("inspect").getsource(plan)
 
 
 def test_evaluator_never_imports_formulations_methods_or_backends():

@@ -28,7 +28,7 @@ from placement.trace import save_trace  # noqa: E402
 from placement_runtime.check import CaseResult, CheckCase, CheckConfig, CheckResults, compare, format_report  # noqa: E402
 from placement_runtime.launch import FAULT_ENV, RankFailure, spawn_check  # noqa: E402
 from placement_runtime.moe import ExpertParallelMoE, ReferenceMoE, expert_weights  # noqa: E402
-from placement_runtime.plan import first_of_each, plan_dispatch, plan_moves, token_ranks  # noqa: E402
+from placement_runtime.plan import Router, first_of_each, plan_dispatch, plan_moves, token_ranks  # noqa: E402
 from placement_runtime.replay import reference_replay  # noqa: E402
 from placement_runtime.testing import affinity_trace, hop_optimal_placement, with_replicas  # noqa: E402
 
@@ -206,25 +206,30 @@ def test_first_of_each_is_the_evaluators_rule():
     assert first_of_each(rows).tolist() == [[True, False, True], [True, True, False]]
 
 
+@pytest.mark.parametrize("replica", ["nearest", "vllm", "trtllm", "sglang-static"])
 @pytest.mark.parametrize("dedup", [False, True])
-def test_plans_of_all_ranks_sum_to_the_evaluator_traffic(dedup):
-    """The per-rank plan (local tokens only, in token order) reproduces the global tie dealing."""
+def test_plans_of_all_ranks_sum_to_the_evaluator_traffic(dedup, replica):
+    """The per-rank plan (local tokens only, in token order, src = rank) reproduces the evaluator's
+    routing of every GPU's batch at once: the nearest rule's tie dealing, vLLM's and TRT-LLM's local
+    indices, SGLang's static map."""
     topo = preset("fat-tree:2x2")
     trace = affinity_trace(64, 3, 8, 3, 4, seed=7)
     # expert 5 on GPUs 1, 0 and expert 2 on GPUs 2, 3: senders on the other server are tied between them
     p = with_replicas(round_robin(3, 8, 4), {0: 5, 1: 0, 2: 7, 3: 2})
     tied, ntied = replica_tables(p, topo)
     assert (ntied > 1).any()
+    router = Router.build(p, topo, replica)
     src = token_ranks(trace, 4)
     T = np.zeros((4, 4))
     for layer in range(3):
         for rank in range(4):
             mine = np.nonzero(src == rank)[0]
-            plan = plan_dispatch(trace.experts[mine, layer], np.ones((mine.size, 3)), rank, tied[layer],
-                                 ntied[layer], 4, dedup)
+            dest, q = router.route(layer, trace.experts[mine, layer], np.full(mine.size, rank))
+            assert (q.max(axis=2) == 1.0).all()  # deterministic rules: one GPU per selection
+            plan = plan_dispatch(trace.experts[mine, layer], np.ones((mine.size, 3)), dest, 4, dedup)
             assert (np.diff(plan.row_dest) >= 0).all()
             T[rank] += plan.send_counts
-    m = evaluate(p, trace, topo, dedup=dedup, origins="round_robin")
+    m = evaluate(p, trace, topo, dedup=dedup, origins="round_robin", replica=replica)
     np.testing.assert_array_equal(T + T.T, m.traffic)
 
 
@@ -255,10 +260,10 @@ def test_reference_moe_is_the_gated_sum():
 
 def test_layer_shards_a_full_state_dict():
     p = round_robin(1, 8, 4)
-    tables = tuple(a[0] for a in replica_tables(p, preset("fat-tree:2x2")))
+    router = Router.build(p, preset("fat-tree:2x2"))
     full = ReferenceMoE(8, layer=0, hidden_size=H, ffn_size=FFN, seed=9).state_dict()
     full = {k: v * 2 for k, v in full.items()}  # not the seeded weights: they must come from the dict
-    moe = ExpertParallelMoE(p, 0, rank=1, tables=tables, hidden_size=H, ffn_size=FFN, weights=full)
+    moe = ExpertParallelMoE(p, 0, rank=1, router=router, hidden_size=H, ffn_size=FFN, weights=full)
     assert moe.held_experts == [1, 5]
     assert torch.equal(moe.experts["5"].w2, full["experts.5.w2"])
     assert set(moe.state_dict()) == {"experts.1.w1", "experts.1.w2", "experts.5.w1", "experts.5.w2"}
@@ -270,12 +275,12 @@ def test_compare_flags_a_wrong_byte_count():
     trace = affinity_trace(16, 1, 4, 2, 2, seed=0)
     p = contiguous(1, 4, 2)
     config = CheckConfig(trace=trace, topology=topo, cases=(CheckCase("c", p),), hidden_size=H, ffn_size=FFN)
-    tied, ntied = replica_tables(p, topo)
+    router = Router.build(p, topo)
     sent = np.zeros((1, 2, 2, 2), dtype=np.int64)
     for rank in range(2):
         mine = np.nonzero(token_ranks(trace, 2) == rank)[0]
-        plan = plan_dispatch(trace.experts[mine, 0], np.ones((mine.size, 2)), rank, tied[0], ntied[0], 2,
-                             dedup=False)
+        dest, _ = router.route(0, trace.experts[mine, 0], np.full(mine.size, rank))
+        plan = plan_dispatch(trace.experts[mine, 0], np.ones((mine.size, 2)), dest, 2, dedup=False)
         sent[0, 0, rank] = plan.send_counts * H * 4
     sent[0, 1] = sent[0, 0].T
     good = CaseResult("c", False, sent, sent.copy(), np.zeros((2, 2), np.int64), 1e-7, 1.0)
@@ -298,7 +303,7 @@ def test_config_names_the_bad_field():
         CheckConfig(trace=trace, topology=preset("fat-tree:2x1"), cases=case, origins="uniform")
 
 
-@pytest.mark.parametrize("module", ["placement_runtime.plan", "placement_runtime.testing"])
+@pytest.mark.parametrize("module", ["placement_runtime.plan", "placement_runtime.testing", "placement_runtime.check"])
 def test_doctests(module):
     import doctest
     import importlib

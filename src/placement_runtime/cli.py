@@ -12,11 +12,14 @@ available) and rank 0 prints the report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
 
 from placement.errors import PlacementInputError, input_error
+from placement.evaluation.replica_rules import REPLICA_RULES
+from placement.evaluation.transports import TRANSPORTS
 
 __all__ = ["main", "build_parser"]
 
@@ -39,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                "--world 4\n"
                "  python -m placement_runtime check --placement a.json --placement b.json --move "
                "--trace t.npz --topology fat-tree:2x2 --dedup\n"
+               "  python -m placement_runtime check --placement p.json --trace t.npz --topology fat-tree:2x2 "
+               "--replica vllm --transport deepep\n"
                "  torchrun --nnodes 2 --nproc-per-node 8 ... -m placement_runtime check --placement p.json "
                "--trace t.npz --topology fat-tree:2x8 --backend nccl   (see docs/runtime.md)",
     )
@@ -48,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topology", required=True, help="preset spec (e.g. fat-tree:2x2) or YAML file")
     p.add_argument("--world", type=int, default=None,
                    help="ranks to spawn (default and required value: the topology's GPU count)")
-    p.add_argument("--dedup", action="store_true", help="send a token once per destination GPU")
+    p.add_argument("--dedup", action="store_true",
+                   help="nccl transport: send a token once per destination GPU instead of once per expert")
+    p.add_argument("--replica", choices=list(REPLICA_RULES), default="nearest",
+                   help="replica rule, the evaluator's (placement.evaluate(replica=...)): "
+                        + "; ".join(f"{name}: {rule.summary}" for name, rule in REPLICA_RULES.items())
+                        + " (random rules are drawn with --seed and compared within a stated statistical band)")
+    p.add_argument("--transport", choices=list(TRANSPORTS), default="nccl",
+                   help="how tokens travel, the evaluator's (placement.evaluate(transport=...)): "
+                        + "; ".join(f"{name}: {t.summary}" for name, t in TRANSPORTS.items()))
     p.add_argument("--move", action="store_true",
                    help="after the checks, move the weights from the first placement to the last and "
                         "check again")
@@ -65,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=None,
                    help="output tolerance vs the float64 reference, times max(1, max|reference|) "
                         "(default 1e-5 fp32, 2e-2 fp16, 1e-1 bf16)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the expert weights, inputs and gates")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the expert weights, inputs, gates and the draws of random replica rules")
     sub.add_parser("_worker", add_help=False).add_argument("directory")
     return parser
 
@@ -94,7 +108,10 @@ def _config(args: argparse.Namespace, world: int | None):
         name = os.path.splitext(os.path.basename(path))[0]
         if sum(os.path.basename(q) == os.path.basename(path) for q in args.placement) > 1:
             name = path  # two files of the same name: keep them apart
-        cases.append(CheckCase(name, p, args.dedup))
+        cases.append(CheckCase(name, p, args.dedup, args.replica, args.transport))
+    if args.dedup and args.transport != "nccl":
+        raise input_error(f"de-duplication is a choice of the nccl transport; {args.transport} fixes it (deepep sends "
+                          "once per node and GPU, deepep-ll once per expert): drop --dedup", field="--dedup")
     if args.move and len(cases) < 2:
         raise input_error("--move needs two --placement files (from the first to the last)", field="--move")
     if args.timeout <= 0:
@@ -109,7 +126,7 @@ def _finish(config, results, backend: str) -> int:
     from .check import compare, format_report
 
     reports, move = compare(config, results)
-    print(format_report(config, reports, move, backend=backend), flush=True)
+    print(format_report(config, reports, move, backend=backend, extra=results.extra), flush=True)
     ok = all(r.ok for r in reports) and (move is None or move.ok)
     return EXIT_OK if ok else EXIT_MISMATCH
 
@@ -140,6 +157,9 @@ def _check_torchrun(args: argparse.Namespace) -> int:
     try:
         apply_fault(rank)
         results = run_cases(config, rank, device=device, backend=backend)
+        nodes: list = [None] * world  # torchrun's node of every rank (GROUP_RANK), for the report
+        dist.all_gather_object(nodes, int(os.environ.get("GROUP_RANK", "0")))
+        results = dataclasses.replace(results, extra={**results.extra, "nodes": nodes})
         code = _finish(config, results, backend) if rank == 0 else EXIT_OK
         flag = torch.tensor([code], dtype=torch.int64, device=device)
         dist.broadcast(flag, 0)

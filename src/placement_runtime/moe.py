@@ -5,12 +5,22 @@ Its weights come from :func:`expert_weights` (seeded by ``(seed, layer, expert)`
 and the reference build the same tensors) or from a full state dict sharded by the placement
 (keys ``experts.<e>.w1`` / ``experts.<e>.w2``, the keys of :class:`ReferenceMoE`).
 
-:class:`ExpertParallelMoE` is one MoE layer on one rank.  ``forward`` runs three
-``all_to_all_single`` exchanges per phase: split sizes, then a ``float64 [rows, 2k]``
-metadata block (expert ids and gate weights of each row), then the hidden states
-``[rows, hidden]``; the combine sends each row's gate-weighted sum back.  Only the hidden-state
-payload is counted as traffic (the evaluator's bytes), the split sizes and metadata are
-counted apart (:attr:`TrafficCounter.meta_bytes`).
+:class:`ExpertParallelMoE` is one MoE layer on one rank.  The replica of each selection is the
+evaluator's rule (:class:`~placement_runtime.plan.Router`), the tokens travel as the transport says:
+
+* ``nccl``: one exchange; a row is one (token, expert) selection, or with ``dedup`` one (token,
+  destination GPU) pair carrying every selection of the token on that GPU;
+* ``deepep-ll``: one exchange of (token, expert) rows (DeepEP's low-latency mode);
+* ``deepep``: DeepEP's normal mode as two exchanges: the RDMA leg sends a token once to the rail
+  peer (same local index) of each *other* node holding one of its selections, then the NVLink leg
+  sends each token a rank holds (its own, or forwarded to it) once to each GPU of its node that
+  serves one of its selections; the combine runs the two legs backwards.
+
+An exchange is three ``all_to_all_single`` calls: split sizes, a ``float64`` metadata block (expert
+ids and gate weights of each row, plus the serving GPU of each selection on the RDMA leg), then
+the hidden states ``[rows, hidden]``; the combine sends each row's gate-weighted sum back.  Only
+the hidden-state payload is counted as traffic (the evaluator's bytes), per leg; the split sizes
+and metadata are counted apart (:attr:`TrafficCounter.meta_bytes`).
 """
 
 from __future__ import annotations
@@ -24,11 +34,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from placement.evaluation.routing import replica_tables
+from placement.errors import input_error
 from placement.placement import Placement
 from placement.topology import Topology
 
-from .plan import expert_seed, plan_dispatch
+from .plan import RUNTIME_TRANSPORTS, DispatchPlan, Router, check_transport, expert_seed, plan_dispatch, rdma_targets
 
 __all__ = ["ExpertFFN", "expert_weights", "ExpertParallelMoE", "ReferenceMoE", "TrafficCounter",
            "build_layers", "torch_dtype", "PHASES"]
@@ -107,47 +117,68 @@ def _mix(x: torch.Tensor, experts: torch.Tensor, gates: torch.Tensor,
 
 @dataclass
 class TrafficCounter:
-    """Bytes each rank sent, per layer and phase.
+    """Bytes each rank sent, per layer, phase and leg, and the selections each rank computed.
 
     ``sent[l, p, u, v]`` (``int64 [layers, 2, G, G]``, phase 0 = dispatch, 1 = combine): hidden-state
     bytes rank ``u`` handed to ``all_to_all_single`` for rank ``v`` (``u == v``: the rows a rank keeps
-    for its own experts, which the evaluator also counts on its diagonal).  ``received`` is the
-    same seen from the receiver; after :meth:`all_reduce` both are complete and must be equal.
-    ``meta_bytes`` counts split sizes and row metadata (not in the evaluator's model).
+    for its own experts, which the evaluator also counts on its diagonal), summed over legs.
+    ``leg_sent[l, p, i, u, v]`` (``int64 [layers, 2, num_legs, G, G]``) splits it by leg: leg ``i`` of
+    the transport (``TRANSPORTS[name].legs`` order) in the dispatch, and the same leg run backwards in
+    the combine (so ``leg_sent[:, 1, i]`` is ``leg_sent[:, 0, i]`` transposed).  ``received`` and
+    ``leg_received`` are the same seen from the receiver; after :meth:`all_reduce` both are complete
+    and must be equal.  ``computed[l, g]`` (``int64 [layers, G]``): expert selections rank ``g``
+    computed (the evaluator's ``gpu_load``).  ``meta_bytes`` counts split sizes and row metadata (not
+    in the evaluator's model).
     """
 
     num_layers: int
     world: int
+    num_legs: int = 1
     sent: np.ndarray = field(init=False)
     received: np.ndarray = field(init=False)
+    leg_sent: np.ndarray = field(init=False)
+    leg_received: np.ndarray = field(init=False)
+    computed: np.ndarray = field(init=False)
     meta_bytes: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         shape = (self.num_layers, 2, self.world, self.world)
         self.sent = np.zeros(shape, dtype=np.int64)
         self.received = np.zeros(shape, dtype=np.int64)
+        legs = (self.num_layers, 2, self.num_legs, self.world, self.world)
+        self.leg_sent = np.zeros(legs, dtype=np.int64)
+        self.leg_received = np.zeros(legs, dtype=np.int64)
+        self.computed = np.zeros((self.num_layers, self.world), dtype=np.int64)
         self.meta_bytes = np.zeros((self.world, self.world), dtype=np.int64)
 
-    def record(self, layer: int, phase: int, rank: int, send_bytes: np.ndarray,
-               recv_bytes: np.ndarray) -> None:
+    def record(self, layer: int, phase: int, rank: int, send_bytes: np.ndarray, recv_bytes: np.ndarray,
+               leg: int = 0) -> None:
+        if not 0 <= leg < self.num_legs:
+            raise ValueError(f"leg {leg} of a counter with {self.num_legs} leg(s); build the TrafficCounter with "
+                             f"num_legs={leg + 1} for this transport")
         self.sent[layer, phase, rank, :] += send_bytes
         self.received[layer, phase, :, rank] += recv_bytes
+        self.leg_sent[layer, phase, leg, rank, :] += send_bytes
+        self.leg_received[layer, phase, leg, :, rank] += recv_bytes
+
+    def _arrays(self) -> list[str]:
+        return ["sent", "received", "leg_sent", "leg_received", "computed", "meta_bytes"]
 
     def all_reduce(self, group=None, device: torch.device | str = "cpu") -> TrafficCounter:
         """Sum every rank's rows (a rank only fills its own); returns a new, complete counter."""
-        out = TrafficCounter(self.num_layers, self.world)
-        n1, n2 = self.sent.size, self.received.size
-        buf = torch.from_numpy(np.concatenate([self.sent.ravel(), self.received.ravel(),
-                                               self.meta_bytes.ravel()])).to(device)
+        out = TrafficCounter(self.num_layers, self.world, self.num_legs)
+        parts = [getattr(self, name) for name in self._arrays()]
+        buf = torch.from_numpy(np.concatenate([a.ravel() for a in parts])).to(device)
         dist.all_reduce(buf, group=group)
         arr = buf.cpu().numpy()
-        out.sent = arr[:n1].reshape(self.sent.shape).copy()
-        out.received = arr[n1:n1 + n2].reshape(self.received.shape).copy()
-        out.meta_bytes = arr[n1 + n2:].reshape(self.meta_bytes.shape).copy()
+        at = 0
+        for name, a in zip(self._arrays(), parts, strict=True):
+            setattr(out, name, arr[at:at + a.size].reshape(a.shape).copy())
+            at += a.size
         return out
 
     def total(self) -> np.ndarray:
-        """``int64 [G, G]`` hidden-state bytes summed over layers and phases."""
+        """``int64 [G, G]`` hidden-state bytes summed over layers, phases and legs."""
         return self.sent.sum(axis=(0, 1))
 
 
@@ -162,8 +193,9 @@ class ExpertParallelMoE(nn.Module):
         Which MoE layer of the placement this module is.
     rank:
         This rank (= GPU index in the placement).
-    tables:
-        ``(tied [G, E, R], ntied [G, E])``: this layer of :func:`placement.evaluation.routing.replica_tables`.
+    router:
+        The replica rule (:meth:`Router.build <placement_runtime.plan.Router.build>` of the same placement
+        and topology; one router serves every layer).
     hidden_size, ffn_size:
         Expert FFN sizes.
     seed:
@@ -171,26 +203,40 @@ class ExpertParallelMoE(nn.Module):
     weights:
         ``{expert: ExpertFFN}`` or a full state dict (``experts.<e>.w1``...) to take this rank's experts from.
     dedup:
-        Send a token once to each GPU holding one or more of its experts.
+        ``nccl`` only: send a token once to each GPU holding one or more of its experts.
+    transport:
+        ``"nccl"``, ``"deepep-ll"`` or ``"deepep"`` (:data:`~placement_runtime.plan.RUNTIME_TRANSPORTS`).
     group, device, dtype:
         Process group (``None`` = default), device of the tensors, wire/compute dtype.
     counter:
-        A :class:`TrafficCounter` to record bytes in (optional).
+        A :class:`TrafficCounter` to record bytes in (optional; ``num_legs`` at least the transport's legs).
     """
 
-    def __init__(self, placement: Placement, layer: int, rank: int, tables: tuple[np.ndarray, np.ndarray], *,
+    def __init__(self, placement: Placement, layer: int, rank: int, router: Router, *,
                  hidden_size: int, ffn_size: int, seed: int = 0,
                  weights: Mapping[int, ExpertFFN] | Mapping[str, torch.Tensor] | None = None,
-                 dedup: bool = False, group=None, device: torch.device | str = "cpu",
+                 dedup: bool = False, transport: str = "nccl", group=None, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, counter: TrafficCounter | None = None):
         super().__init__()
+        check_transport(transport, dedup)
+        if not isinstance(router, Router):
+            raise input_error(f"expected a placement_runtime.plan.Router, got {type(router).__name__}; build one "
+                              "with Router.build(placement, topology, replica)", field="router")
+        if router.ctx.placement is not placement and not np.array_equal(router.ctx.placement.slots,
+                                                                        placement.slots):
+            raise input_error("the router was built for another placement", field="router")
+        if counter is not None and counter.num_legs < RUNTIME_TRANSPORTS[transport]:
+            raise input_error(f"transport {transport!r} has {RUNTIME_TRANSPORTS[transport]} legs but the counter "
+                              f"{counter.num_legs}", field="counter")
         self.layer = int(layer)
         self.rank = int(rank)
         self.world = placement.num_gpus
         self.num_experts = placement.num_experts
         self.hidden_size, self.ffn_size = int(hidden_size), int(ffn_size)
-        self.tied, self.ntied = tables
+        self.router = router
+        self.server_of = np.asarray(router.ctx.topology.server_of, dtype=np.int64)
         self.dedup = bool(dedup)
+        self.transport = transport
         self.group = group
         self.device = torch.device(device)
         self.dtype = dtype
@@ -200,7 +246,8 @@ class ExpertParallelMoE(nn.Module):
         for e in held:
             if weights is not None and e in weights:  # {expert: ExpertFFN}
                 m = weights[e]
-                assert isinstance(m, ExpertFFN)
+                if not isinstance(m, ExpertFFN):
+                    raise input_error(f"expert {e}: expected an ExpertFFN, got {type(m).__name__}", field="weights")
                 modules[str(e)] = ExpertFFN(m.w1.detach().clone(), m.w2.detach().clone())
             elif weights is not None and f"experts.{e}.w1" in weights:  # full state dict
                 modules[str(e)] = ExpertFFN(weights[f"experts.{e}.w1"].detach().clone(),
@@ -219,80 +266,127 @@ class ExpertParallelMoE(nn.Module):
         dist.all_to_all_single(out, inp, output_split_sizes=out_splits, input_split_sizes=in_splits,
                                group=self.group)
 
-    def forward(self, x: torch.Tensor, experts: torch.Tensor | np.ndarray,
-                gates: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """MoE output of this rank's tokens.
+    def _dispatch(self, plan: DispatchPlan, x: torch.Tensor, leg: int,
+                  extra: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """One dispatch exchange of ``plan``'s rows of ``x [items, hidden]`` (already in ``self.dtype``).
 
-        Parameters
-        ----------
-        x:
-            ``[tokens_local, hidden]`` hidden states of the tokens that live on this rank,
-            in global token order (the replica rule deals ties in that order).
-        experts:
-            ``int [tokens_local, k]`` top-k expert ids (the router's, or a trace's).
-        gates:
-            ``float [tokens_local, k]`` their gate weights.
-
-        Returns
-        -------
-        ``[tokens_local, hidden]``: ``sum_j gates[:, j] * expert_{experts[:, j]}(x)``, summed at this rank.
+        Returns ``(recv_counts int64 [G], meta float64 [R, 2k (+k)], hidden [R, hidden])``; ``extra``
+        ``[rows, k]`` is sent as more metadata columns.
         """
-        G, H = self.world, self.hidden_size
-        ex = experts.cpu().numpy() if isinstance(experts, torch.Tensor) else np.asarray(experts)
-        gt = gates.detach().cpu().double().numpy() if isinstance(gates, torch.Tensor) else np.asarray(gates)
-        plan = plan_dispatch(ex, gt, self.rank, self.tied, self.ntied, G, self.dedup)
-        dev = self.device
+        G, H, dev = self.world, self.hidden_size, self.device
         send_counts = plan.send_counts
         recv = torch.empty(G, dtype=torch.int64, device=dev)
         self._a2a(recv, torch.from_numpy(send_counts).to(dev), [1] * G, [1] * G)
         recv_counts = recv.cpu().numpy().astype(np.int64)
         s_split, r_split = send_counts.tolist(), recv_counts.tolist()
         R = int(recv_counts.sum())
-        k = ex.shape[1]
-        # metadata: expert ids and gates of each row (float64 holds both exactly)
-        meta = torch.from_numpy(np.concatenate([plan.row_experts.astype(np.float64), plan.row_gates], axis=1))
-        meta_in = torch.empty((R, 2 * k), dtype=torch.float64, device=dev)
+        cols = [plan.row_experts.astype(np.float64), plan.row_gates]
+        if extra is not None:
+            cols.append(extra.astype(np.float64))
+        meta = torch.from_numpy(np.concatenate(cols, axis=1))  # float64 holds ids and gates exactly
+        meta_in = torch.empty((R, meta.shape[1]), dtype=torch.float64, device=dev)
         self._a2a(meta_in, meta.to(dev), r_split, s_split)
-        # dispatch the hidden states
-        idx = torch.from_numpy(plan.row_token).to(dev)
-        send_x = x.to(self.dtype).index_select(0, idx).contiguous()
+        send_x = x.index_select(0, torch.from_numpy(plan.row_token).to(dev)).contiguous()
         recv_x = torch.empty((R, H), dtype=self.dtype, device=dev)
         self._a2a(recv_x, send_x, r_split, s_split)
-        # compute every selection routed here, weighted by its gate
-        row_experts = meta_in[:, :k].to(torch.int64)
-        row_gates = meta_in[:, k:]
-        y_recv, done = _mix(recv_x, row_experts, row_gates, {int(e): m for e, m in self.experts.items()})
+        if self.counter is not None:
+            b = H * send_x.element_size()
+            self.counter.record(self.layer, 0, self.rank, send_counts * b, recv_counts * b, leg)
+            self.counter.meta_bytes[self.rank] += 8 + send_counts * (meta.shape[1] * 8)
+        return recv_counts, meta_in, recv_x
+
+    def _combine(self, plan: DispatchPlan, recv_counts: np.ndarray, y: torch.Tensor, items: int,
+                 leg: int) -> torch.Tensor:
+        """Send the results ``y [R, hidden]`` of the rows received by :meth:`_dispatch` back; returns
+        ``[items, hidden]``, each item's rows summed."""
+        H, dev = self.hidden_size, self.device
+        back = torch.empty((int(plan.send_counts.sum()), H), dtype=self.dtype, device=dev)
+        self._a2a(back, y.contiguous(), plan.send_counts.tolist(), recv_counts.tolist())
+        out = torch.zeros((items, H), dtype=self.dtype, device=dev)
+        out.index_add_(0, torch.from_numpy(plan.row_token).to(dev), back)
+        if self.counter is not None:
+            b = H * back.element_size()
+            self.counter.record(self.layer, 1, self.rank, recv_counts * b, plan.send_counts * b, leg)
+        return out
+
+    def _compute(self, meta: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Every selection the received rows ask of this rank, weighted by its gate, summed per row."""
+        row_experts = meta[:, :k].to(torch.int64)
+        row_gates = meta[:, k:2 * k]
+        y, done = _mix(x, row_experts, row_gates, {int(e): m for e, m in self.experts.items()})
         wanted = int((row_experts >= 0).sum())
         if done != wanted:
             raise RuntimeError(f"layer {self.layer}, rank {self.rank}: received {wanted} expert selections "
                                f"but holds the experts of only {done} (held: {self.held_experts}); the ranks "
                                "disagree on the placement or the replica rule")
-        # combine: each row's weighted sum goes back to its home rank
-        back = torch.empty((send_x.shape[0], H), dtype=self.dtype, device=dev)
-        self._a2a(back, y_recv.contiguous(), s_split, r_split)
-        out = torch.zeros((ex.shape[0], H), dtype=self.dtype, device=dev)
-        out.index_add_(0, idx, back)
         if self.counter is not None:
-            b = H * send_x.element_size()
-            self.counter.record(self.layer, 0, self.rank, send_counts * b, recv_counts * b)
-            self.counter.record(self.layer, 1, self.rank, recv_counts * b, send_counts * b)
-            self.counter.meta_bytes[self.rank] += 8 + send_counts * (2 * k * 8)
+            self.counter.computed[self.layer, self.rank] += done
+        return y
+
+    def forward(self, x: torch.Tensor, experts: torch.Tensor | np.ndarray,
+                gates: torch.Tensor | np.ndarray, step: int = 0) -> torch.Tensor:
+        """MoE output of this rank's tokens: one serving step of this rank's batch.
+
+        Parameters
+        ----------
+        x:
+            ``[tokens_local, hidden]`` hidden states of the tokens that live on this rank,
+            in global token order (their positions are the local indices the replica rule reads).
+        experts:
+            ``int [tokens_local, k]`` top-k expert ids (the router's, or a trace's).
+        gates:
+            ``float [tokens_local, k]`` their gate weights.
+        step:
+            Serving step number: keys the draws of random replica rules (see
+            :meth:`~placement_runtime.plan.Router.route`).
+
+        Returns
+        -------
+        ``[tokens_local, hidden]``: ``sum_j gates[:, j] * expert_{experts[:, j]}(x)``, summed at this rank.
+        """
+        ex = experts.cpu().numpy() if isinstance(experts, torch.Tensor) else np.asarray(experts)
+        gt = gates.detach().cpu().double().numpy() if isinstance(gates, torch.Tensor) else np.asarray(gates)
+        ex = ex.astype(np.int64)
+        N, k = ex.shape
+        dest, _ = self.router.route(self.layer, ex, np.full(N, self.rank, dtype=np.int64),
+                                    np.full(N, int(step), dtype=np.int64))
+        xs = x.to(self.dtype)
+        if self.transport != "deepep":
+            plan = plan_dispatch(ex, gt, dest, self.world, self.dedup)
+            counts, meta, rx = self._dispatch(plan, xs, leg=0)
+            out = self._combine(plan, counts, self._compute(meta, rx, k), N, leg=0)
+            return out.to(x.dtype)
+        # DeepEP normal mode.  Leg 0 (RDMA): once per (token, other node) to the rail peer there, carrying
+        # the selections served in that node and their GPUs.
+        rdma, local = rdma_targets(dest, self.rank, self.server_of)
+        p0 = plan_dispatch(ex, gt, rdma, self.world, dedup=True)
+        c0, m0, x0 = self._dispatch(p0, xs, leg=0, extra=np.where(p0.covered, dest[p0.row_token], -1))
+        # Leg 1 (NVLink): the items this rank holds (its own tokens for its node, then the forwarded
+        # rows) go once to each GPU of this node serving one of their selections.
+        items_ex = np.concatenate([ex, m0[:, :k].cpu().numpy().astype(np.int64)])
+        items_gt = np.concatenate([gt, m0[:, k:2 * k].cpu().numpy()])
+        items_dest = np.concatenate([local, m0[:, 2 * k:].cpu().numpy().astype(np.int64)])
+        p1 = plan_dispatch(items_ex, items_gt, items_dest, self.world, dedup=True)
+        c1, m1, x1 = self._dispatch(p1, torch.cat([xs, x0]), leg=1)
+        item_out = self._combine(p1, c1, self._compute(m1, x1, k), N + x0.shape[0], leg=1)
+        out = item_out[:N] + self._combine(p0, c0, item_out[N:], N, leg=0)
         return out.to(x.dtype)
 
 
 def build_layers(placement: Placement, topology: Topology, rank: int, *, hidden_size: int, ffn_size: int,
-                 seed: int = 0, weights: list[Mapping] | None = None, dedup: bool = False, group=None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 counter: TrafficCounter | None = None) -> nn.ModuleList:
-    """One :class:`ExpertParallelMoE` per layer of ``placement`` (replica tables computed once).
+                 seed: int = 0, weights: list[Mapping] | None = None, dedup: bool = False, replica: str = "nearest",
+                 transport: str = "nccl", group=None, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, counter: TrafficCounter | None = None) -> nn.ModuleList:
+    """One :class:`ExpertParallelMoE` per layer of ``placement``, sharing one router of rule ``replica``.
 
-    ``weights[l]`` (optional) is layer ``l``'s ``{expert: ExpertFFN}`` or full state dict.
+    ``weights[l]`` (optional) is layer ``l``'s ``{expert: ExpertFFN}`` or full state dict; ``seed`` seeds
+    the weights and the draws of random replica rules.
     """
-    tied, ntied = replica_tables(placement, topology)
+    router = Router.build(placement, topology, replica, seed)
     return nn.ModuleList(
-        ExpertParallelMoE(placement, layer, rank, (tied[layer], ntied[layer]), hidden_size=hidden_size,
-                          ffn_size=ffn_size, seed=seed, weights=None if weights is None else weights[layer],
-                          dedup=dedup, group=group, device=device, dtype=dtype, counter=counter)
+        ExpertParallelMoE(placement, layer, rank, router, hidden_size=hidden_size, ffn_size=ffn_size, seed=seed,
+                          weights=None if weights is None else weights[layer], dedup=dedup, transport=transport,
+                          group=group, device=device, dtype=dtype, counter=counter)
         for layer in range(placement.num_layers))
 
 
