@@ -138,8 +138,7 @@ def worker(directory: str) -> int:
     import torch
     import torch.distributed as dist
 
-    from placement.evaluate import replica_tables
-    from placement_runtime.plan import plan_dispatch, token_ranks
+    from placement_runtime.plan import Router, plan_dispatch, token_ranks
 
     d = Path(directory)
     job = pickle.loads((d / "job.pkl").read_bytes())
@@ -154,12 +153,12 @@ def worker(directory: str) -> int:
         mine = np.nonzero(token_ranks(trace, world) == rank)[0]
         out = {}
         for name, placement in job["placements"].items():
-            tied, ntied = replica_tables(placement, job["topology"])
+            router = Router.build(placement, job["topology"])  # the evaluator's nearest rule
             layers = []
             for layer in range(trace.num_layers):
                 ex = trace.experts[mine, layer].astype(np.int64)
-                plan = plan_dispatch(ex, np.ones(ex.shape), rank, tied[layer], ntied[layer], world,
-                                     job["dedup"])
+                dest, _ = router.route(layer, ex, np.full(ex.shape[0], rank))
+                plan = plan_dispatch(ex, np.ones(ex.shape), dest, world, job["dedup"])
                 send = plan.send_counts
                 recv = torch.empty(world, dtype=torch.int64)
                 dist.all_to_all_single(recv, torch.from_numpy(send))
