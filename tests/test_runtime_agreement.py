@@ -79,7 +79,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def agreement():
-    """Every rule x transport pair in one spawned world-4 run (a few seconds)."""
+    """Every rule x transport pair in one spawned world-4 run (~10-15 s on 2 cores: the tests using it are slow)."""
     topo = preset("fat-tree:2x2")
     trace = affinity_trace(64, 2, 8, 2, 4, seed=3)
     p = agreement_placement()
@@ -126,6 +126,7 @@ def bernstein(mu: np.ndarray, m: int, alpha: float = 1e-6) -> np.ndarray:
     return lg / 3 + np.sqrt(lg * lg / 9 + 2 * np.asarray(mu) * lg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("replica", "transport", "dedup"), PAIRS)
 def test_measured_bytes_agree_with_the_evaluator(agreement, replica, transport, dedup):
     config, results = agreement
@@ -151,6 +152,7 @@ def test_measured_bytes_agree_with_the_evaluator(agreement, replica, transport, 
         assert not np.allclose(want, np.rint(want))  # the rule really is random on this placement
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("replica", "transport", "dedup"), [p for p in PAIRS if p[0] not in DETERMINISTIC])
 def test_random_rules_move_the_legs_of_their_draws(agreement, replica, transport, dedup):
     """The runtime's draws, reproduced from the seed, through the evaluator's transport: exact bytes."""
@@ -170,6 +172,7 @@ def test_random_rules_move_the_legs_of_their_draws(agreement, replica, transport
         np.testing.assert_array_equal(res.computed[layer], np.bincount(dest.ravel(), minlength=4))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("i", range(len(PAIRS)))
 def test_outputs_equal_the_float64_reference(agreement, reference, i):
     res = agreement[1].cases[i]
@@ -177,6 +180,7 @@ def test_outputs_equal_the_float64_reference(agreement, reference, i):
     assert np.abs(reference).max() > 0.5
 
 
+@pytest.mark.slow
 def test_the_check_reports_match_for_every_pair(agreement):
     config, results = agreement
     reports, _ = compare(config, results)
@@ -186,6 +190,7 @@ def test_the_check_reports_match_for_every_pair(agreement):
     assert [r.random for r in reports] == [p[0] not in DETERMINISTIC for p in PAIRS]
 
 
+@pytest.mark.slow
 def test_the_rules_route_differently_here(agreement):
     """Guard against a vacuous pass: on this placement the deterministic rules move different bytes."""
     config, results = agreement
@@ -249,6 +254,32 @@ def test_the_band_catches_a_runtime_using_another_rule():
     wrong = compare(config, CheckResults([measured("nearest")]))[0][0]
     assert not wrong.within and wrong.worst > 1 and not wrong.ok
     assert "NO; worst" in format_report(config, [wrong], None)
+
+
+@pytest.mark.parametrize("replica", ["vllm", "trtllm", "sglang-static"])
+def test_trace_origins_feed_the_rule_the_evaluators_senders(replica):
+    """origins='trace' with origins that are not t mod G: each rank routes the tokens the trace puts on it,
+    in token order (its local indices), and the ranks' rows sum to evaluate(origins='trace')'s traffic."""
+    from placement.trace import Trace
+
+    topo = preset("fat-tree:2x2")
+    base = affinity_trace(96, 2, 8, 2, 4, seed=4)
+    origin = np.random.default_rng(0).integers(0, 4, base.num_tokens)
+    trace = Trace.from_tokens(base.model, base.experts, origin=origin, num_ranks=4)
+    p = agreement_placement()
+    router = Router.build(p, topo, replica)
+    src = token_ranks(trace, 4, "trace")
+    np.testing.assert_array_equal(src, origin)
+    T = np.zeros((4, 4))
+    for layer in range(2):
+        for rank in range(4):
+            mine = np.flatnonzero(src == rank)
+            dest, _ = router.route(layer, trace.experts[mine, layer], np.full(mine.size, rank))
+            T[rank] += plan_dispatch(trace.experts[mine, layer], np.ones((mine.size, 2)), dest, 4, False).send_counts
+    m = evaluate(p, trace, topo, origins="trace", replica=replica)
+    np.testing.assert_array_equal(T + T.T, m.traffic)
+    rr = evaluate(p, trace, topo, origins="round_robin", replica=replica)
+    assert not np.array_equal(rr.traffic, m.traffic)  # the senders matter here
 
 
 def test_rdma_targets_go_to_the_rail_peer():
