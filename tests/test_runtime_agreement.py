@@ -103,7 +103,8 @@ def evaluator_legs(config: CheckConfig, case: CheckCase) -> tuple[np.ndarray, np
     GPU t mod 4), the whole trace one step.  Load: ``Metrics.gpu_load``.
     """
     trace, topo = config.trace, config.topology
-    m = evaluate(case.placement, trace, topo, dedup=case.dedup, origins="round_robin", hidden_size=H, dtype="fp32",
+    m = evaluate(case.placement, trace, topo, dedup=case.dedup and case.transport == "nccl", origins="round_robin",
+                 hidden_size=H, dtype="fp32",
                  replica=case.replica, transport=case.transport)
     assert m.bytes_per_token == BPT
     if case.transport != "deepep":

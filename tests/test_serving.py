@@ -358,7 +358,7 @@ def test_cli_reports_lead_with_the_step_time(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "placement", *a], capture_output=True, text=True,  # noqa: E731
                                     cwd=root, timeout=300)
     out = run("solve", "--trace", trace, "--topology", "fat-tree:2x4", "--method", "round_robin", "--replica", "vllm",
-              "--transport", "deepep", "--dedup", "--dispatch-dtype", "fp8", "--out", str(tmp_path / "p.json"))
+              "--transport", "deepep", "--dispatch-dtype", "fp8", "--out", str(tmp_path / "p.json"))
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert "serving step: 1024 tokens (128 per GPU), replica=vllm, transport=deepep" in out.stdout
     assert "step time" in out.stdout and "verdict: " in out.stdout
@@ -373,3 +373,20 @@ def test_cli_reports_lead_with_the_step_time(tmp_path):
     assert cmp_.returncode == 0, cmp_.stderr
     verdicts = [line for line in cmp_.stdout.splitlines() if line.startswith("verdict: fastest: ")]
     assert len(verdicts) == 1 and "x contiguous" in verdicts[0]
+
+
+def test_dedup_belongs_to_nccl_and_senders_follow_origins():
+    topo = two_by_two()
+    trace = Trace.from_tokens(spec(2, 2), np.array([[[0, 1]]] * 8), origin=np.array([3] * 8), num_ranks=4)
+    with pytest.raises(PlacementInputError, match="transport 'deepep-ll' fixes its own copies"):
+        placement.evaluate(MIRRORED, trace, topo, transport="deepep-ll", dedup=True)
+    # DeepEP de-duplicates by construction: the whole-trace metrics say so
+    assert placement.evaluate(MIRRORED, trace, topo, transport="deepep").dedup is True
+    assert placement.evaluate(MIRRORED, trace, topo, transport="deepep-ll").dedup is False
+    # every token starts on GPU 3 in the trace; round_robin origins spread them over GPUs 0..3 in the step too
+    by_trace = placement.evaluate(MIRRORED, trace, topo, replica="vllm", tokens_per_step=8, origins="trace")
+    by_rr = placement.evaluate(MIRRORED, trace, topo, replica="vllm", tokens_per_step=8, origins="round_robin")
+    assert by_trace.layer_traffic[0].sum(axis=1).tolist() == [0, 0, 0, 16]  # 8 tokens x 2 selections from GPU 3
+    assert by_rr.layer_traffic[0].sum(axis=1).tolist() == [4, 4, 4, 4]
+    assert by_trace.step.gpu_tokens[0].tolist() == by_trace.gpu_load[0].tolist()
+    assert by_rr.step.gpu_tokens[0].tolist() == by_rr.gpu_load[0].tolist()

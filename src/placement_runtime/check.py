@@ -312,8 +312,8 @@ def expected_counts(config: CheckConfig, case: CheckCase) -> Expected:
     router = Router.build(case.placement, topo, case.replica, config.seed)
     legs_of = TRANSPORTS[case.transport].legs
     server_of = np.asarray(topo.server_of, dtype=np.int64)
-    # deepep de-duplicates per GPU by construction: its per-GPU arrivals are evaluate(dedup=True)'s
-    metrics = evaluate(case.placement, trace, topo, dispatch="origin", dedup=case.dedup or case.transport == "deepep",
+    # deepep de-duplicates per GPU by construction: the evaluator's whole-trace traffic follows the transport
+    metrics = evaluate(case.placement, trace, topo, dispatch="origin", dedup=case.dedup and case.transport == "nccl",
                        origins=config.origins, hidden_size=config.hidden_size, dtype=config.dtype,
                        replica=case.replica, transport=case.transport)
     bpt = int(config.hidden_size * DTYPE_BYTES[config.dtype])

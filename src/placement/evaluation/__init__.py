@@ -163,7 +163,9 @@ def evaluate(
     dispatch:
         ``"origin"`` or ``"coherent"``.
     dedup:
-        Send a token once per destination GPU instead of once per expert.
+        Send a token once per destination GPU instead of once per expert (``nccl`` only: ``deepep``
+        de-duplicates by construction and ``deepep-ll`` never, so ``dedup=True`` with them is refused and
+        the whole-trace metrics follow the transport; :attr:`Metrics.dedup` says which was used).
     origins:
         ``"auto"``, ``"trace"``, ``"uniform"`` or ``"round_robin"``.
     hidden_size:
@@ -208,6 +210,11 @@ def evaluate(
     rule = get_rule(replica)
     if transport not in TRANSPORTS:
         raise input_error(f"unknown transport {transport!r}; choose one of {list(TRANSPORTS)}", field="transport")
+    if transport != "nccl":
+        if dedup:
+            raise input_error(f"transport {transport!r} fixes its own copies ({TRANSPORTS[transport].summary}); "
+                              "drop dedup", field="dedup")
+        dedup = transport == "deepep"  # one copy per destination GPU by construction; deepep-ll one per expert
     if replica == "nearest":
         tied, ntied = replica_tables(placement, topology)
         mode = resolve_origins(origins, trace, G)
@@ -227,8 +234,12 @@ def evaluate(
                           tokens_per_step=tokens_per_step, tokens_per_gpu=tokens_per_gpu, hidden_size=hidden_size,
                           dispatch_dtype=dispatch_dtype or dtype, combine_dtype=combine_dtype or dtype, gpu=gpu,
                           overlap=overlap)
-    return dataclasses.replace(metrics, replica=replica, transport=transport,
-                               step=step_times(placement, trace, topology, setup))
+    senders = mode if mode in ("trace", "round_robin") else "round_robin"
+    step = step_times(placement, trace, topology, setup, senders=senders)
+    if mode == "uniform" and trace.kind == "tokens":
+        note = "uniform origins: the serving step sends token t from GPU t mod G (a realisable uniform spread)"
+        step = dataclasses.replace(step, notes=(note, *step.notes))
+    return dataclasses.replace(metrics, replica=replica, transport=transport, step=step)
 
 
 def _senders(origins: str, trace: Trace, G: int, replica: str) -> tuple[str, np.ndarray | None]:

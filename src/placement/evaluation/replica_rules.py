@@ -9,8 +9,7 @@ GPU sends in that step; ``j`` is the top-k slot.
 
 ``nearest``
     The replica nearest to the sender (hops, then seconds per byte); replicas tied for nearest
-    share the selections of each (sender, expert) round-robin in token order.  The rule of the
-    evaluator's trace metrics and of :mod:`placement_runtime` (:mod:`.routing`).
+    share the selections of each (sender, expert) round-robin in token order (:mod:`.routing`).
 ``vllm``
     vLLM with EPLB: replica ``(t * k + j) mod replicas``, no locality preference
     (vllm ``model_executor/layers/fused_moe/router/base_router.py``, the EPLB map kernel, which
@@ -36,7 +35,9 @@ GPU sends in that step; ``j`` is the top-k slot.
     (sender GPU, expert) over replicas (SGLang's LP dispatch, our optimiser); expectation.
 
 Each rule returns, for every selection, candidate physical slots and the probability of each
-(``int64 [n, k, C]`` and ``float64 [n, k, C]``); deterministic rules have ``C = 1``.
+(``int64 [n, k, C]`` and ``float64 [n, k, C]``); deterministic rules have ``C = 1``.  The evaluator and
+:mod:`placement_runtime` (``plan.Router``) both call these functions, so the runtime replays exactly the
+replica choice the evaluator predicts.
 """
 
 from __future__ import annotations

@@ -168,8 +168,10 @@ class StepTimes:
 
 
 # ------------------------------------------------------------------------------------ senders and steps
-def _steps_and_senders(trace: Trace, G: int, tokens_per_step: int) -> tuple[np.ndarray, np.ndarray, int, float, int]:
-    """``(keep, step, src, num_steps, scale)``: the tokens used, their step and sending GPU."""
+def _steps_and_senders(trace: Trace, G: int, tokens_per_step: int,
+                       senders: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:
+    """``(keep, step, src, num_steps, scale)``: the tokens used, their step and sending GPU (``senders``:
+    ``"trace"`` for the trace's origin ranks, else token ``t`` on GPU ``t mod G``)."""
     N = trace.num_tokens
     if N >= tokens_per_step:
         S = N // tokens_per_step
@@ -179,7 +181,7 @@ def _steps_and_senders(trace: Trace, G: int, tokens_per_step: int) -> tuple[np.n
         S, keep, scale = 1, N, tokens_per_step / max(N, 1)
     idx = np.arange(keep)
     step = (idx // tokens_per_step).astype(np.int64) if scale == 1.0 else np.zeros(keep, dtype=np.int64)
-    if trace.origin is not None and trace.num_ranks == G:
+    if senders == "trace":
         src = trace.origin[:keep].astype(np.int64)
     else:
         src = (idx % G).astype(np.int64)
@@ -220,8 +222,19 @@ def _arc_bytes_by_tier(legs: list[np.ndarray], topology: Topology, bytes_per_tok
 
 
 # ------------------------------------------------------------------------------------ the model
-def step_times(placement: Placement, trace: Trace, topology: Topology, setup: ServingSetup) -> StepTimes:
-    """The :class:`StepTimes` of ``placement`` serving ``trace``'s tokens on ``topology`` (module docstring)."""
+def step_times(placement: Placement, trace: Trace, topology: Topology, setup: ServingSetup,
+               senders: str = "auto") -> StepTimes:
+    """The :class:`StepTimes` of ``placement`` serving ``trace``'s tokens on ``topology`` (module docstring).
+
+    ``senders``: ``"trace"`` (the trace's origin ranks, which must be the topology's GPUs), ``"round_robin"``
+    (token ``t`` on GPU ``t mod G``) or ``"auto"`` (the trace's when it has origins of every GPU).
+    """
+    G = topology.num_gpus
+    has = trace.origin is not None or (trace.counts is not None and trace.counts.ndim == 3)
+    if senders == "auto":
+        senders = "trace" if has and trace.num_ranks == G else "round_robin"
+    if senders == "trace" and not (has and trace.num_ranks == G):
+        raise input_error(f"the trace has no origins of {G} GPUs; use senders 'round_robin'", trace.source, "origin")
     rule = get_rule(setup.replica)
     transport = TRANSPORTS[setup.transport]
     ctx = RoutingContext.build(placement, topology)
@@ -232,9 +245,9 @@ def step_times(placement: Placement, trace: Trace, topology: Topology, setup: Se
         if transport.needs_tokens or (setup.transport == "nccl" and setup.dedup):
             trace.require_tokens(f"transport '{setup.transport}'" + (" with de-duplication" if setup.dedup and
                                                                       setup.transport == "nccl" else ""))
-        return _count_step(placement, trace, topology, setup, ctx, rule)
+        return _count_step(placement, trace, topology, setup, ctx, rule, senders)
     experts = trace.require_tokens("the serving-step model")
-    keep, step, src, S, scale = _steps_and_senders(trace, G, setup.tokens_per_step)
+    keep, step, src, S, scale = _steps_and_senders(trace, G, setup.tokens_per_step, senders)
     experts = experts[: int(keep)]
     n, _, k = experts.shape
     chunk = max(1, _CHUNK_ENTRIES // max(1, k * G))
@@ -278,14 +291,14 @@ def step_times(placement: Placement, trace: Trace, topology: Topology, setup: Se
 
 
 def _count_step(placement: Placement, trace: Trace, topology: Topology, setup: ServingSetup, ctx: RoutingContext,
-                rule) -> StepTimes:
+                rule, senders: str) -> StepTimes:
     from ..stats import TraceStats
 
     L, G, E = trace.num_layers, topology.num_gpus, trace.num_experts
     Sg = placement.slots_per_gpu
     P = G * Sg
     stats = TraceStats(trace)
-    if trace.counts is not None and trace.counts.ndim == 3 and trace.num_ranks == G:
+    if senders == "trace":
         by_origin = stats.load_by_origin.astype(np.float64)  # [G, L, E]
     else:
         by_origin = np.broadcast_to(stats.load.astype(np.float64) / G, (G, L, E))
