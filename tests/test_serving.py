@@ -390,3 +390,15 @@ def test_dedup_belongs_to_nccl_and_senders_follow_origins():
     assert by_rr.layer_traffic[0].sum(axis=1).tolist() == [4, 4, 4, 4]
     assert by_trace.step.gpu_tokens[0].tolist() == by_trace.gpu_load[0].tolist()
     assert by_rr.step.gpu_tokens[0].tolist() == by_rr.gpu_load[0].tolist()
+
+
+def test_evaluate_takes_a_preset_string_and_refuses_wrong_types():
+    trace = Trace.from_tokens(spec(2, 1), np.zeros((4, 1, 1), dtype=np.int64))
+    p = Placement(np.array([[[0], [1], [0], [1], [0], [1], [0], [1]]]), num_experts=2)
+    by_name = placement.evaluate(p, trace, "fat-tree:2x4")
+    by_object = placement.evaluate(p, trace, placement.api.as_topology("fat-tree:2x4"))
+    assert by_name.step_time == by_object.step_time and by_name.hop_transmissions == by_object.hop_transmissions
+    with pytest.raises(PlacementInputError, match="field 'trace': must be a Trace, got str"):
+        placement.evaluate(p, "trace.npz", "fat-tree:2x4")
+    with pytest.raises(PlacementInputError, match="unknown preset"):
+        placement.evaluate(p, trace, "fat-trees:2x4")

@@ -64,6 +64,7 @@ Layout
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -133,7 +134,7 @@ def serving_setup(trace: Trace, topology: Topology, *, replica: str = "nearest",
 def evaluate(
     placement: Placement,
     trace: Trace,
-    topology: Topology,
+    topology: Topology | str,
     *,
     dispatch: str = "origin",
     dedup: bool = False,
@@ -159,7 +160,8 @@ def evaluate(
     trace:
         A token trace (every mode) or a count trace (``dispatch="origin"``, ``dedup=False``).
     topology:
-        The cluster.
+        The cluster: a :class:`~placement.topology.Topology`, a preset spec (``"fat-tree:4x8"``) or a
+        topology YAML path.
     dispatch:
         ``"origin"`` or ``"coherent"``.
     dedup:
@@ -192,6 +194,15 @@ def evaluate(
     -------
     The :class:`Metrics` of the placement.
     """
+    from ..topology import Topology as _Topology
+    from ..topology import load_topology
+
+    if isinstance(topology, (str, os.PathLike)):
+        topology = load_topology(topology)  # a preset spec or a YAML file, as solve() takes
+    for name, value, kind in (("placement", placement, Placement), ("trace", trace, Trace),
+                              ("topology", topology, _Topology)):
+        if not isinstance(value, kind):
+            raise input_error(f"must be a {kind.__name__}, got {type(value).__name__}", field=name)
     if dispatch not in DISPATCH_MODELS:
         raise input_error(f"unknown dispatch model {dispatch!r}; choose one of {list(DISPATCH_MODELS)}",
                           field="dispatch")
