@@ -400,5 +400,5 @@ def test_evaluate_takes_a_preset_string_and_refuses_wrong_types():
     assert by_name.step_time == by_object.step_time and by_name.hop_transmissions == by_object.hop_transmissions
     with pytest.raises(PlacementInputError, match="field 'trace': must be a Trace, got str"):
         placement.evaluate(p, "trace.npz", "fat-tree:2x4")
-    with pytest.raises(PlacementInputError, match="unknown preset"):
+    with pytest.raises(PlacementInputError, match="not a preset name, and no file .fat-trees:2x4. was found"):
         placement.evaluate(p, trace, "fat-trees:2x4")
