@@ -72,6 +72,12 @@ class Method:
     ``target`` is ``"module:function"``; the function is imported on first use and called as
     ``function(stats, topology, **options)``.  ``needs`` is ``"tokens"`` (per-token routing),
     ``"load"`` (expert loads; count traces work) or ``"nothing"`` (ignores the trace).
+
+    ``objective`` names what the method reports as :attr:`Solution.objective
+    <placement.solution.Solution.objective>` (and bounds): a key of
+    :data:`placement.objectives.OBJECTIVES`, whose function recomputes it for any placement from
+    the evaluator's metrics and the method's options; ``None`` for a method that reports no
+    objective.  It is a name, so the registry imports neither the evaluator nor the objectives.
     """
 
     name: str
@@ -81,6 +87,7 @@ class Method:
     kind: str = "baseline"
     options: tuple[Option, ...] = ()
     paper: str | None = None
+    objective: str | None = None
 
     def resolve(self) -> Callable[..., Solution]:
         module, _, func = self.target.partition(":")

@@ -138,6 +138,7 @@ _PAPER_MOETUNER = "MoETuner, arXiv 2502.06643"
 register(Method(
     "exflow", "ExFlow inter-layer affinity (compact exact MILP, DP/chain exact cases, local search + bound)",
     "placement.formulations.affinity:exflow_method", needs="tokens", kind="formulation", paper=_PAPER_EXFLOW,
+    objective="coherent_cost",
     options=(Option("cost", str, "cross", "crossing cost: cross (0/1, the paper), hops, time", _COST_CHOICES),
              Option("strategy", str, "auto", "auto, milp, dp (exact, small layers) or local (search + bound)",
                     ("auto", "milp", "dp", "local")),
@@ -150,7 +151,7 @@ register(Method(
 register(Method(
     "exflow-bisect", "ExFlow's own recipe: recursive GPU bisection, growing token prefixes, capped MILPs",
     "placement.formulations.affinity:exflow_bisect_method", needs="tokens", kind="baseline",
-    paper=_PAPER_EXFLOW,
+    paper=_PAPER_EXFLOW, objective="coherent_cost",
     options=(Option("prefixes", int, 4, "growing token prefixes per split (N/2^(p-1) ... N)"),
              Option("solve_cap", float, 60.0, "seconds per MILP solve (the paper's 60 s)", minimum=0.0),
              Option("backend", str, "highs", "solver backend (see placement.backends.BACKENDS)"),
@@ -161,13 +162,14 @@ register(Method(
 register(Method(
     "moetuner", "MoETuner ILP1 (balanced clusters per layer) then ILP2 (clusters to GPUs, min-max traffic)",
     "placement.formulations.affinity:moetuner_method", needs="tokens", kind="formulation", paper=_PAPER_MOETUNER,
+    objective="boundary_bottleneck",
     options=(Option("cost", str, "time", "pair weight: time (seconds per byte), hops, cross", _COST_CHOICES),)
     + SOLVER_OPTIONS))
 
 register(Method(
     "moetuner-joint", "MoETuner's objective and load balance (max <= (1+eps) mean) in one joint MILP",
     "placement.formulations.affinity:moetuner_joint_method", needs="tokens", kind="formulation",
-    paper=_PAPER_MOETUNER,
+    paper=_PAPER_MOETUNER, objective="boundary_bottleneck",
     options=(Option("cost", str, "time", "pair weight: time (seconds per byte), hops, cross", _COST_CHOICES),
              Option("eps", float, -1.0, "load tolerance: max GPU load <= (1 + eps) * mean in every layer "
                     "(-1: the sequential moetuner's own ratio, so the two compare at equal balance)"),

@@ -513,4 +513,4 @@ _OPTIONS: tuple[Option, ...] = (
 
 register(Method("alltoall-time", "congestion-aware: least modelled all-to-all time (busiest link per phase)",
                 "placement.formulations.alltoall:alltoall_time_method", needs="load", kind="formulation",
-                options=_OPTIONS))
+                options=_OPTIONS, objective="alltoall_bandwidth_time"))

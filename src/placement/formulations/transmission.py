@@ -580,7 +580,9 @@ _OPTIONS: tuple[Option, ...] = (
 
 register(Method("transmission", "arXiv 2508.09229 ILP: fewest expected hops, experts equally popular (k/E)",
                 "placement.formulations.transmission:transmission_method", needs="nothing",
-                kind="formulation", options=_OPTIONS, paper="arXiv 2508.09229 (ILP)"))
+                kind="formulation", options=_OPTIONS, paper="arXiv 2508.09229 (ILP)",
+                objective="uniform_load_hops"))
 register(Method("transmission-load", "arXiv 2508.09229 ILPLoad: fewest expected hops weighted by expert load",
                 "placement.formulations.transmission:transmission_load_method", needs="load",
-                kind="formulation", options=_OPTIONS, paper="arXiv 2508.09229 (ILPLoad)"))
+                kind="formulation", options=_OPTIONS, paper="arXiv 2508.09229 (ILPLoad)",
+                objective="expected_hops"))
