@@ -3,6 +3,8 @@ equal to the evaluator (or to an independent recomputation from the tokens), tim
 
 Tiny instances: 2-3 layers, 4 experts, top-1 or top-2, 2 GPUs (or 4 with two servers), few
 enough placements to enumerate them all (``C(4, 2) = 6`` balanced placements per layer on 2 GPUs).
+Traces come from ``sticky_trace`` (tests/conftest.py): tokens keep their expert, shifted by one,
+into the next layer with probability 0.6, else re-draw.
 """
 
 from __future__ import annotations
@@ -25,24 +27,10 @@ from placement.formulations._common import assignment_from_x, solve_model, solve
 from placement.formulations._labels import relabel_by_first_appearance
 from placement.formulations.moetuner.heuristics import lpt_clusters
 from placement.topology import preset
-from placement.trace import ModelSpec, Trace, save_trace
+from placement.trace import Trace, save_trace
 
 TWO = preset("fat-tree:1x2")
 FOUR_2S = preset("fat-tree:2x2")  # 4 GPUs on 2 servers: hops 0 inside a server, 2 across
-
-
-def affinity_trace(L: int, E: int, k: int, n: int, seed: int, stick: float = 0.6) -> Trace:
-    """Tokens that keep their expert (shifted by one) with probability ``stick``, else re-draw."""
-    rng = np.random.default_rng(seed)
-    p = rng.dirichlet(np.ones(E) * 2)
-    ex = np.empty((n, L, k), dtype=np.int64)
-    ex[:, 0] = np.argsort(rng.random((n, E)) / p, axis=1)[:, :k]
-    for layer in range(1, L):
-        fresh = np.argsort(rng.random((n, E)) / p, axis=1)[:, :k]
-        keep = rng.random(n) < stick
-        shifted = (ex[:, layer - 1] + 1) % E
-        ex[:, layer] = np.where(keep[:, None], shifted, fresh)
-    return Trace.from_tokens(ModelSpec("tiny", L, E, k), ex)
 
 
 def balanced_rows(E: int, G: int) -> list[np.ndarray]:
@@ -68,9 +56,9 @@ def hops(trace: Trace, topo, a: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module", params=[(3, 1), (3, 2)], ids=["top1", "top2"])
-def tiny(request):
+def tiny(request, sticky_trace):
     L, k = request.param
-    return affinity_trace(L, 4, k, 60, seed=10 + k)
+    return sticky_trace(L, 4, k, 60, seed=10 + k)
 
 
 # ---------------------------------------------------------------------------------------------- ExFlow
@@ -89,10 +77,10 @@ def test_exflow_brute_force_cross(tiny, strategy):
         assert got >= best - 1e-12 and sol.bound <= best + 1e-12  # the bound is valid
 
 
-def test_exflow_brute_force_hops_two_servers():
+def test_exflow_brute_force_hops_two_servers(sticky_trace):
     # 2 layers x 4 experts on 4 GPUs (2 servers): all 24^2 placements, coherent hop-transmissions
     # (layer-0 dispatch from uniform origins plus boundary pairs at 1/k each)
-    tr = affinity_trace(2, 4, 2, 80, seed=5)
+    tr = sticky_trace(2, 4, 2, 80, seed=5)
     rows = [np.array(p) for p in itertools.permutations(range(4))]
     best = min(hops(tr, FOUR_2S, np.stack(c)) for c in itertools.product(rows, repeat=2))
     for strategy in ("milp", "dp"):
@@ -108,10 +96,10 @@ def seconds_per_token(trace: Trace, topo) -> np.ndarray:
     return np.asarray(topo.seconds_per_byte) * (trace.model.hidden_size or 4096) * 2
 
 
-def test_exflow_time_objective_is_seconds_per_token():
+def test_exflow_time_objective_is_seconds_per_token(sticky_trace):
     # cost=time reports seconds per token: layer-0 dispatch from uniform origins plus every boundary
     # pair at 1/k token, each send at its route's seconds per token, recomputed from the raw tokens
-    tr = affinity_trace(2, 4, 2, 80, seed=5)
+    tr = sticky_trace(2, 4, 2, 80, seed=5)
     sol = placement.solve(tr, FOUR_2S, method="exflow", cost="time", strategy="dp")
     a = sol.placement.assignment()
     spt = seconds_per_token(tr, FOUR_2S)
@@ -127,8 +115,8 @@ def test_exflow_time_objective_is_seconds_per_token():
     assert 1e-9 < sol.objective < 1e-3  # seconds, not microseconds
 
 
-def test_exflow_model_objective_equals_evaluator_on_any_placement():
-    tr = affinity_trace(4, 8, 2, 200, seed=2)
+def test_exflow_model_objective_equals_evaluator_on_any_placement(sticky_trace):
+    tr = sticky_trace(4, 8, 2, 200, seed=2)
     topo = preset("fat-tree:2x2")
     rng = np.random.default_rng(0)
     for cost, metric in (("cross", cross), ("hops", hops)):
@@ -142,8 +130,8 @@ def test_exflow_model_objective_equals_evaluator_on_any_placement():
             assert X.objective(P, a) / P.scale == pytest.approx(metric(tr, topo, a), rel=1e-12)
 
 
-def test_exflow_time_limit_returns_feasible_with_bound():
-    tr = affinity_trace(6, 16, 2, 400, seed=4)
+def test_exflow_time_limit_returns_feasible_with_bound(sticky_trace):
+    tr = sticky_trace(6, 16, 2, 400, seed=4)
     topo = preset("fat-tree:1x4")
     sol = placement.solve(tr, topo, method="exflow", strategy="milp", time_limit=1.0, local_time=0.2)
     a = sol.placement.assignment()
@@ -154,8 +142,8 @@ def test_exflow_time_limit_returns_feasible_with_bound():
     assert sol.gap == pytest.approx((sol.objective - sol.bound) / sol.objective, abs=1e-9)
 
 
-def test_exflow_beats_baselines_and_bisect():
-    tr = affinity_trace(6, 16, 2, 400, seed=7)
+def test_exflow_beats_baselines_and_bisect(sticky_trace):
+    tr = sticky_trace(6, 16, 2, 400, seed=7)
     topo = preset("fat-tree:1x4")
     ours = placement.solve(tr, topo, method="exflow", time_limit=3)
     bis = placement.solve(tr, topo, method="exflow-bisect", solve_cap=0.3)
@@ -167,9 +155,9 @@ def test_exflow_beats_baselines_and_bisect():
     assert ours.bound <= vals["bisect"] + 1e-12  # a valid bound is below every placement
 
 
-def test_exflow_chain_exact_for_one_expert_per_gpu():
+def test_exflow_chain_exact_for_one_expert_per_gpu(sticky_trace):
     # E = G and interchangeable GPUs: boundaries decouple into assignment problems; brute force agrees
-    tr = affinity_trace(2, 4, 1, 80, seed=8)
+    tr = sticky_trace(2, 4, 1, 80, seed=8)
     topo = preset("fat-tree:1x4")
     rows = [np.array(p) for p in itertools.permutations(range(4))]
     best = min(cross(tr, topo, np.stack(c)) for c in itertools.product(rows, repeat=2))
@@ -185,8 +173,8 @@ def test_decomposition_bound_below_optimum(tiny):
     assert bound <= best + 1e-9
 
 
-def test_exflow_rejects_indivisible():
-    tr = affinity_trace(2, 6, 1, 20, seed=1)
+def test_exflow_rejects_indivisible(sticky_trace):
+    tr = sticky_trace(2, 6, 1, 20, seed=1)
     with pytest.raises(placement.PlacementInputError, match="does not divide over 4 GPUs"):
         placement.solve(tr, preset("fat-tree:1x4"), method="exflow")
     with pytest.raises(placement.PlacementInputError, match="strategy"):
@@ -265,8 +253,8 @@ def test_moetuner_joint_brute_force(tiny):
     assert sol.info["max_load_ratio"] <= 1 + eps + 1e-9
 
 
-def test_moetuner_sequential_objective_and_joint_not_worse():
-    tr = affinity_trace(4, 8, 2, 300, seed=3)
+def test_moetuner_sequential_objective_and_joint_not_worse(sticky_trace):
+    tr = sticky_trace(4, 8, 2, 300, seed=3)
     topo = preset("fat-tree:1x4")
     seq = placement.solve(tr, topo, method="moetuner", cost="cross", time_limit=4)
     a = seq.placement.assignment()
@@ -278,9 +266,9 @@ def test_moetuner_sequential_objective_and_joint_not_worse():
     assert joint.bound is not None and joint.bound <= joint.objective + 1e-9
 
 
-def test_moetuner_time_objective_is_seconds():
+def test_moetuner_time_objective_is_seconds(sticky_trace):
     # cost=time: sum over boundaries of the largest GPU-pair traffic (tokens) x seconds per token
-    tr = affinity_trace(3, 4, 2, 60, seed=12)
+    tr = sticky_trace(3, 4, 2, 60, seed=12)
     spt = seconds_per_token(tr, FOUR_2S)
     off = ~np.eye(4, dtype=bool)
     for method in ("moetuner", "moetuner-joint"):
@@ -292,16 +280,16 @@ def test_moetuner_time_objective_is_seconds():
         assert sol.bound is not None and sol.bound <= sol.objective
 
 
-def test_moetuner_joint_infeasible_eps_message():
-    tr = affinity_trace(2, 4, 1, 40, seed=1)
+def test_moetuner_joint_infeasible_eps_message(sticky_trace):
+    tr = sticky_trace(2, 4, 1, 40, seed=1)
     with pytest.raises((placement.PlacementInputError, SolveFailedError), match=r"eps=0.0"):
         placement.solve(tr, TWO, method="moetuner-joint", eps=0.0, warm=False)
 
 
 # ---------------------------------------------------------------------------------------------- API and CLI
 @pytest.mark.parametrize("method", ["exflow", "exflow-bisect", "moetuner", "moetuner-joint"])
-def test_methods_through_api(method):
-    tr = affinity_trace(3, 8, 2, 120, seed=6)
+def test_methods_through_api(method, sticky_trace):
+    tr = sticky_trace(3, 8, 2, 120, seed=6)
     sol = placement.solve(tr, "fat-tree:1x4", method=method, time_limit=5)
     assert sol.placement.slots.shape == (3, 4, 2)
     assert sol.placement.metadata["method"] == method
@@ -313,9 +301,9 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-def test_cli_solve_and_compare(tmp_path):
+def test_cli_solve_and_compare(tmp_path, sticky_trace):
     path = tmp_path / "t.npz"
-    save_trace(affinity_trace(3, 8, 2, 120, seed=9), path)
+    save_trace(sticky_trace(3, 8, 2, 120, seed=9), path)
     r = _run_cli("solve", "--trace", str(path), "--topology", "fat-tree:1x4", "--method", "exflow",
                  "--dispatch", "coherent", "--option", "time_limit=5", "--quiet", "--out", str(tmp_path / "p.json"))
     assert r.returncode == 0, r.stderr

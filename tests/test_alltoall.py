@@ -1,10 +1,12 @@
-"""The congestion-aware method ``alltoall-time``: exact objective, optimality, and beating hop-minimisation."""
+"""The congestion-aware method ``alltoall-time``: exact objective, optimality, and beating hop-minimisation.
+
+``nic_topology()`` (tests/conftest.py): 4 GPUs on 2 servers with unequal NIC bandwidths and latencies.
+"""
 
 from __future__ import annotations
 
 import itertools
 
-import networkx as nx
 import numpy as np
 import pytest
 
@@ -14,24 +16,10 @@ from placement.api import as_stats
 from placement.errors import PlacementInputError
 from placement.formulations import alltoall
 from placement.methods import run_method
-from placement.topology import Topology, preset
+from placement.topology import preset
 from placement.trace import ModelSpec, Trace
 
 DRAGONFLY = "dragonfly:groups=4,routers_per_group=2,servers_per_router=1,gpus=4"
-
-
-def _tiny_topology() -> Topology:
-    """4 GPUs on 2 servers with unequal NIC bandwidths and latencies."""
-    g = nx.Graph()
-    g.add_node("sw", kind="switch")
-    bws = [100e9, 25e9, 50e9, 10e9]
-    for i in range(4):
-        s = f"s{i // 2}"
-        g.add_node(f"gpu{i}", kind="gpu", server=s)
-        g.add_node(f"nic{i}", kind="nic", server=s)
-        g.add_edge(f"gpu{i}", f"nic{i}", bandwidth=200e9, latency=1e-6, tier="pcie")
-        g.add_edge(f"nic{i}", "sw", bandwidth=bws[i], latency=(i + 1) * 1e-6, tier="nic")
-    return Topology.from_graph(g, name="tiny")
 
 
 def _tiny_trace() -> Trace:
@@ -55,8 +43,8 @@ def _latency_terms(m) -> float:
 
 @pytest.mark.parametrize("topo_name", ["tiny", "fat-tree:2x2"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp8"])
-def test_objective_is_evaluator_time_minus_latency(topo_name, dtype):
-    topo = _tiny_topology() if topo_name == "tiny" else preset(topo_name)
+def test_objective_is_evaluator_time_minus_latency(topo_name, dtype, nic_topology):
+    topo = nic_topology() if topo_name == "tiny" else preset(topo_name)
     trace = _tiny_trace()
     for solver in ("heuristic", "milp"):
         sol = placement.solve(trace, topo, method="alltoall-time", solver=solver, dtype=dtype, time_limit=10)
@@ -73,8 +61,8 @@ def test_objective_is_evaluator_time_minus_latency(topo_name, dtype):
 
 @pytest.mark.parametrize("topo_name", ["tiny", "fat-tree:2x2"])
 @pytest.mark.parametrize("m", [1, 2])
-def test_brute_force_optimal(topo_name, m):
-    topo = _tiny_topology() if topo_name == "tiny" else preset(topo_name)
+def test_brute_force_optimal(topo_name, m, nic_topology):
+    topo = nic_topology() if topo_name == "tiny" else preset(topo_name)
     trace = _tiny_trace()
     inst = alltoall.build_instance(as_stats(trace), topo, experts_per_gpu=m)
     best = 0.0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from placement import load_placement
-from placement.trace import ModelSpec, Trace, save_trace
+from placement.trace import save_trace
 
 SCRIPT = shutil.which("placement")
 
@@ -22,12 +22,9 @@ def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def trace_file(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    spec = ModelSpec("cli", num_layers=4, num_experts=16, top_k=2)
-    ex = np.argsort(rng.random((300, 4, 16)), axis=2)[:, :, :2]
+def trace_file(tmp_path_factory, random_trace):
     path = tmp_path_factory.mktemp("cli") / "trace.npz"
-    save_trace(Trace.from_tokens(spec, ex, origin=rng.integers(0, 8, 300), num_ranks=8), path)
+    save_trace(random_trace(4, 16, 2, 300, ranks=8, seed=0), path)  # 4 layers x 16 experts, top-2, 8 ranks
     return str(path)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from placement import Placement, load_placement
-from placement.trace import ModelSpec, Trace, save_trace
+from placement.trace import save_trace
 
 SCRIPT = shutil.which("placement")
 
@@ -21,12 +21,9 @@ def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, random_trace):
     d = tmp_path_factory.mktemp("interop_cli")
-    rng = np.random.default_rng(0)
-    spec = ModelSpec("cli", num_layers=3, num_experts=8, top_k=2)
-    ex = np.argsort(rng.random((200, 3, 8)), axis=2)[:, :, :2]
-    save_trace(Trace.from_tokens(spec, ex, origin=rng.integers(0, 8, 200), num_ranks=8), d / "t.npz")
+    save_trace(random_trace(3, 8, 2, 200, ranks=8, seed=0), d / "t.npz")  # 3 layers x 8 experts, top-2, 8 ranks
     r = run("solve", "--trace", str(d / "t.npz"), "--topology", "fat-tree:2x4", "--method", "eplb", "--quiet",
             "--out", str(d / "p.json"))
     assert r.returncode == 0, r.stderr

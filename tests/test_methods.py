@@ -69,19 +69,15 @@ def test_eplb_works_on_count_traces(trace):
     assert sol.placement.num_replicas().sum() == 3 * 24
 
 
-def test_tokens_method_refuses_counts():
+def test_tokens_method_refuses_counts(restore_registry):
     # a method that declares needs="tokens" is refused on a count trace before it runs
-    from placement.methods import Method, run_method
+    from placement.methods import Method, register, run_method
     from placement.stats import TraceStats
 
-    fake = Method("needs-tokens", "test", "placement.baselines.methods:contiguous_method", needs="tokens")
-    METHODS[fake.name] = fake
-    try:
-        ct = Trace.from_counts(ModelSpec("c", 1, 4, 1), np.ones((1, 4), dtype=int))
-        with pytest.raises(PlacementInputError, match="method 'needs-tokens' needs a per-token trace"):
-            run_method("needs-tokens", TraceStats(ct), TOPO)
-    finally:
-        del METHODS[fake.name]
+    register(Method("needs-tokens", "test", "placement.baselines.methods:contiguous_method", needs="tokens"))
+    ct = Trace.from_counts(ModelSpec("c", 1, 4, 1), np.ones((1, 4), dtype=int))
+    with pytest.raises(PlacementInputError, match="method 'needs-tokens' needs a per-token trace"):
+        run_method("needs-tokens", TraceStats(ct), TOPO)
 
 
 def test_compare_table(trace):

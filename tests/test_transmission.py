@@ -18,7 +18,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import networkx as nx
 import numpy as np
 import pytest
 
@@ -36,35 +35,7 @@ BACKENDS = ["highs"] + (["cpsat"] if HAVE_CPSAT else [])
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def chain_topology(sizes: tuple[int, ...]) -> Topology:
-    """Servers with ``sizes[i]`` GPUs on an NVSwitch, whose uplinks hang off a chain of switches.
-
-    d(server i, server j) = 2 + |i - j| hops (nvswitch->sw_i, the chain, sw_j->nvswitch), so
-    servers differ in their mean distance and the optimum is not trivial.
-    """
-    g = nx.Graph()
-    for i, n in enumerate(sizes):
-        g.add_node(f"nv{i}", kind="nvswitch", server=f"s{i}")
-        for j in range(n):
-            g.add_node(f"gpu{i}.{j}", kind="gpu", server=f"s{i}")
-            g.add_edge(f"gpu{i}.{j}", f"nv{i}", bandwidth=900e9, tier="nvlink")
-        g.add_node(f"sw{i}", kind="switch")
-        g.add_edge(f"nv{i}", f"sw{i}", bandwidth=50e9 * (i + 1), tier="nic")
-        if i:
-            g.add_edge(f"sw{i - 1}", f"sw{i}", bandwidth=100e9, tier="spine")
-    return Topology.from_graph(g, name=f"chain{sizes}")
-
-
-def tiny_trace(G: int, *, L: int = 2, E: int = 4, k: int = 2, tokens: int = 60, seed: int = 0,
-               shared: int = 0) -> Trace:
-    rng = np.random.default_rng(seed)
-    pop = rng.dirichlet(np.ones(E) * 0.7, size=L)  # skewed popularity per layer
-    ex = np.stack([np.stack([rng.choice(E, k, replace=False, p=pop[layer]) for layer in range(L)])
-                   for _ in range(tokens)])
-    spec = ModelSpec("tiny", num_layers=L, num_experts=E, top_k=k, num_shared_experts=shared)
-    return Trace.from_tokens(spec, ex, origin=rng.integers(0, G, tokens), num_ranks=G)
-
-
+# chain_topology(sizes) and skewed_trace(G, ...) are the shared factories of tests/conftest.py
 def gpu_costs(trace: Trace, topo: Topology, *, variant: str, origins: str = "uniform",
               cost: str = "hops") -> np.ndarray:
     """``[L, E, G]`` costs computed from the raw trace and the topology, independently of the module."""
@@ -137,9 +108,9 @@ TINY = [  # (server sizes, experts_per_gpu, memory): memory 3 binds (the cheap G
 @pytest.mark.parametrize("sizes,m,memory", TINY)
 @pytest.mark.parametrize("variant", ["transmission", "transmission-load"])
 @pytest.mark.parametrize("origins", ["uniform", "trace"])
-def test_brute_force_optimum(sizes, m, memory, variant, origins):
+def test_brute_force_optimum(sizes, m, memory, variant, origins, chain_topology, skewed_trace):
     topo = chain_topology(sizes)
-    trace = tiny_trace(topo.num_gpus, seed=sum(sizes) + m)
+    trace = skewed_trace(topo.num_gpus, seed=sum(sizes) + m)
     c = gpu_costs(trace, topo, variant=variant, origins=origins)
     mm = m or -(-trace.num_experts // topo.num_gpus)
     best = brute_force(c, mm, memory or None)
@@ -155,11 +126,11 @@ def test_brute_force_optimum(sizes, m, memory, variant, origins):
         check_feasible(sol, mm, memory or None)
 
 
-def test_memory_binding_takes_the_flow_and_beats_nothing_less():
+def test_memory_binding_takes_the_flow_and_beats_nothing_less(chain_topology, skewed_trace):
     # three servers (1, 2, 1): the middle GPUs are cheapest; with m = 2 each wants 2 experts per
     # layer (4 in all) but memory = 3, so the decoupled optimum is infeasible and the flow decides
     topo = chain_topology((1, 2, 1))
-    trace = tiny_trace(4, seed=5)
+    trace = skewed_trace(4, seed=5)
     c = gpu_costs(trace, topo, variant="transmission-load")
     free = solve(trace, topo, method="transmission-load", experts_per_gpu=2)
     bound = solve(trace, topo, method="transmission-load", experts_per_gpu=2, memory=3)
@@ -226,7 +197,7 @@ def test_count_traces_work(moe16):
     assert t.objective == pytest.approx(per_origin.hop_transmissions, rel=1e-9)
 
 
-def test_plain_ilp_equals_evaluator_when_loads_are_uniform():
+def test_plain_ilp_equals_evaluator_when_loads_are_uniform(chain_topology):
     # tokens cycle over the expert pairs, so every expert is picked by k/E of the tokens
     spec = ModelSpec("flat", num_layers=3, num_experts=8, top_k=2)
     pairs = np.arange(8).reshape(4, 2)
@@ -253,9 +224,9 @@ def test_time_cost_equals_seconds_per_byte_of_the_evaluated_traffic(moe16):
         assert seconds <= float((rr.traffic * topo.seconds_per_byte).sum()) / rr.num_tokens * (1 + 1e-12)
 
 
-def test_time_cost_brute_force_with_rounded_flow_costs():
+def test_time_cost_brute_force_with_rounded_flow_costs(chain_topology, skewed_trace):
     topo = chain_topology((1, 2, 1))
-    trace = tiny_trace(4, seed=7)
+    trace = skewed_trace(4, seed=7)
     c = gpu_costs(trace, topo, variant="transmission-load", cost="time")
     best = brute_force(c, 2, 3)
     sol = solve(trace, topo, method="transmission-load", cost="time", experts_per_gpu=2, memory=3)
@@ -318,9 +289,9 @@ def test_disaggregation_is_balanced():
 
 
 # ------------------------------------------------------------------------------------------ options
-def test_shared_experts_take_memory():
+def test_shared_experts_take_memory(chain_topology, skewed_trace):
     topo = chain_topology((1, 2, 1))
-    trace = tiny_trace(4, seed=2, shared=1)
+    trace = skewed_trace(4, seed=2, shared=1)
     c = gpu_costs(trace, topo, variant="transmission-load")
     # memory 5 with 2 shared slots (2 layers x 1 shared expert) leaves 3 routed slots per GPU
     sol = solve(trace, topo, method="transmission-load", experts_per_gpu=2, memory=5, shared_experts=True)
@@ -344,19 +315,19 @@ def test_shared_experts_take_memory():
     ({"aggregate": "rack"}, "aggregate", r"must be one of"),
     ({"solver": "lp", "backend": "cpsat"}, None, r"integer columns only"),
 ])
-def test_option_errors(options, field, message):
+def test_option_errors(options, field, message, chain_topology, skewed_trace):
     if options.get("backend") == "cpsat" and not HAVE_CPSAT:
         pytest.skip("cpsat unavailable")
     topo = chain_topology((1, 2, 1))
-    trace = tiny_trace(4, E=8)
+    trace = skewed_trace(4, E=8)
     with pytest.raises(PlacementInputError, match=message) as info:
         solve(trace, topo, method="transmission-load", **options)
     if field is not None:
         assert info.value.field == field
 
 
-def test_trace_origins_need_matching_ranks():
-    trace = tiny_trace(4)
+def test_trace_origins_need_matching_ranks(chain_topology, skewed_trace):
+    trace = skewed_trace(4)
     with pytest.raises(PlacementInputError, match=r"needs .* 6 GPUs; this trace has origins for 4"):
         solve(trace, chain_topology((2, 2, 2)), method="transmission-load", origins="trace")
     bare = Trace.from_tokens(trace.model, trace.experts)
