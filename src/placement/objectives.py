@@ -25,15 +25,15 @@ Objectives (``options`` are the method's parsed options; defaults in brackets)
     ``coherent_cost``
         The context-coherent dispatch model (``dispatch="coherent"``, origins ``auto``), by
         ``options["cost"]`` [``cross``]: ``boundary_cross_fraction`` (``cross``),
-        ``hop_transmissions`` (``hops``), or microseconds per token,
-        ``sum traffic * seconds_per_byte * bytes_per_token * 1e6 / tokens`` with bf16 tokens of
-        the model's hidden size (``time``).
+        ``hop_transmissions`` (``hops``), or seconds per token,
+        ``sum traffic * seconds_per_byte * bytes_per_token / tokens`` with bf16 tokens of the
+        model's hidden size (``time``).
     ``boundary_bottleneck``
         MoETuner's communication cost: the sum over layer boundaries ``l = 1 .. L-1`` of
         ``max_{u != v} W[u, v] * layer_traffic[l, u, v]`` (coherent dispatch, whole-trace tokens),
         with ``W`` by ``options["cost"]`` [``time``]: ``1`` (``cross``, tokens), hops (``hops``,
-        token-hops) or ``seconds_per_byte * bytes_per_token * 1e3`` (``time``, milliseconds;
-        bf16 tokens of the model's hidden size).
+        token-hops) or ``seconds_per_byte * bytes_per_token`` (``time``, seconds; bf16 tokens of
+        the model's hidden size).
 
 >>> import numpy as np
 >>> from placement import Placement
@@ -128,7 +128,7 @@ def coherent_cost(placement: Placement, trace: Trace, topology: Topology, option
         return m.boundary_cross_fraction
     if cost == "hops":
         return m.hop_transmissions
-    return _pair_cost(m, topology.seconds_per_byte) * m.bytes_per_token * 1e6 / max(m.num_tokens, 1)
+    return _pair_cost(m, topology.seconds_per_byte) * m.bytes_per_token / max(m.num_tokens, 1)
 
 
 def boundary_bottleneck(placement: Placement, trace: Trace, topology: Topology,
@@ -141,7 +141,7 @@ def boundary_bottleneck(placement: Placement, trace: Trace, topology: Topology,
     elif cost == "hops":
         W = np.asarray(topology.hops, dtype=np.float64)
     else:
-        W = np.asarray(topology.seconds_per_byte, dtype=np.float64) * m.bytes_per_token * 1e3
+        W = np.asarray(topology.seconds_per_byte, dtype=np.float64) * m.bytes_per_token
     W = W * (1.0 - np.eye(G))  # pairs u != v only
     boundaries = m.layer_traffic[1:]  # [L-1, G, G] tokens into layers 1 .. L-1
     return float((boundaries * W[None]).max(axis=(1, 2)).sum()) if boundaries.size else 0.0
@@ -176,7 +176,7 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("alltoall_bandwidth_time", alltoall_bandwidth_time, ("hidden_size", "dtype"),
               "modelled all-to-all seconds without the latency terms, uniform origins"),
     Objective("coherent_cost", coherent_cost, ("cost",),
-              "coherent dispatch: boundary_cross_fraction, hop_transmissions or us per token"),
+              "coherent dispatch: boundary_cross_fraction, hop_transmissions or seconds per token"),
     Objective("boundary_bottleneck", boundary_bottleneck, ("cost",),
               "sum over layer boundaries of the busiest weighted GPU pair (coherent dispatch)"),
 )}
