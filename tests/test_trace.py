@@ -31,6 +31,8 @@ def same(a: Trace, b: Trace) -> bool:
 
 @pytest.mark.parametrize("suffix", [".npz", ".csv", ".parquet"])
 def test_round_trip(tmp_path, suffix):
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow", reason="parquet traces need pyarrow (the parquet extra)")
     t = make_trace()
     path = save_trace(t, tmp_path / f"t{suffix}")
     back = load_trace(path, model=SPEC if suffix != ".npz" else None)
