@@ -16,7 +16,8 @@ represent the method's model, skips with the reason).  For every run:
     (recomputed from :func:`placement.evaluate` metrics) to 1e-9 relative; a method that declares
     no objective reports none (and no bound); a ``baseline`` claims nothing (``HEURISTIC``);
 (c) **claimed optima are optima**: with termination ``OPTIMAL`` no placement of the method's
-    feasible set has a smaller objective (brute force, below), up to the method's ``rel_gap``;
+    feasible set has a smaller objective (brute force, below), up to the method's ``rel_gap``,
+    and the reported gap is within ``rel_gap``;
 (d) **bounds are valid**: ``bound <= brute-force optimum`` (1e-9 relative) and
     ``gap == relative_gap(objective, bound)``.
 
@@ -26,10 +27,11 @@ GPU: per layer, the ``E``-tuples over ``G`` GPUs with every count ``<= m``; over
 product.  With ``E = 4`` on ``G = 4`` (``m = 1``) these are the ``4! = 24`` permutations per layer,
 ``24**2 = 576`` placements for 2 layers; with ``E = 4`` on ``G = 2`` (``m = 2``) the
 ``C(4, 2) = 6`` balanced rows per layer, ``6**3 = 216`` placements for 3 layers.  Methods with
-other constraints declare them in ``FEASIBLE`` below: ``moetuner`` proves optimality of ILP2
-*given its ILP1 clusters* (``info["bound_scope"]``), so its set is its own clusters with the GPU
-labels of each layer permuted (``G!**L`` relabellings); ``moetuner-joint`` adds
-``max GPU load <= (1 + eps) * mean`` per layer (``eps`` as reported in ``info``).  Each placement's
+other constraints declare them in ``FEASIBLE`` below: ``moetuner`` solves MoETuner's two stages,
+balance first (ILP1: least ``sum_g |GPU load - mean|`` per layer), then communication (ILP2), so
+its set is the default one restricted to each layer's least-deviation assignments;
+``moetuner-joint`` adds ``max GPU load <= (1 + eps) * mean`` per layer (``eps`` as reported in
+``info``).  Each placement's
 value comes from the evaluator, memoised per (instance, objective, options it reads).
 """
 
@@ -65,20 +67,22 @@ INSTANCES = {
     "chain-top2": "4 GPUs on 2 servers (1 + 3); 2 layers x 4 experts, top-2, 40 tokens, origins on 4 ranks",
     "chain-counts": "the chain-top2 trace as per-rank counts [ranks, layers, experts]",
     "pair-top2": "2 GPUs on 2 servers; 3 layers x 4 experts (m = 2), top-2, 40 tokens, origins on 2 ranks",
+    "pair-top1": "2 GPUs on 2 servers; 3 layers x 4 experts (m = 2), top-1, 30 tokens, origins on 2 ranks",
 }
 #: the smallest instance (216 placements): every backend runs here
 SMALLEST = "pair-top2"
 #: option variants that change what a method's objective measures (or how its claim is made)
 VARIANTS: dict[str, list[dict[str, Any]]] = {
     "transmission": [{"origins": "trace"}, {"cost": "time"}],
-    "transmission-load": [{"origins": "trace"}, {"cost": "time"}, {"origins": "trace", "cost": "time"}],
-    "alltoall-time": [{"dtype": "fp8", "hidden_size": 100}, {"solver": "heuristic"}],
-    "exflow": [{"cost": "hops"}, {"cost": "time"}, {"strategy": "local", "local_time": 0.1}],
+    "transmission-load": [{"origins": "trace"}, {"cost": "time"}, {"origins": "trace", "cost": "time"},
+                          {"solver": "lp"}],
+    "alltoall-time": [{"dtype": "fp8", "hidden_size": 100}, {"solver": "heuristic"}, {"rel_gap": 1e-9}],
+    "exflow": [{"cost": "hops"}, {"cost": "time"}, {"strategy": "dp"}, {"strategy": "local", "local_time": 0.1}],
     "moetuner": [{"cost": "cross"}, {"cost": "hops"}],
     "moetuner-joint": [{"cost": "cross"}, {"eps": 1.0}],
     "eplb": [{"faithful": True}],
 }
-VARIANT_INSTANCES = ("chain-top2", SMALLEST)
+VARIANT_INSTANCES = ("chain-top2", SMALLEST, "pair-top1")
 #: options that put a method on its MILP path, so the backend under test is used
 MILP_SWITCHES = ("solver", "strategy")
 
@@ -93,6 +97,7 @@ def instances(chain_topology, nic_topology, sticky_trace) -> dict[str, tuple[Tra
         "chain-top2": (chain_trace, chain),
         "chain-counts": (counts, chain),
         "pair-top2": (sticky_trace(3, 4, 2, 40, seed=3, ranks=2), preset("fat-tree:2x1")),
+        "pair-top1": (sticky_trace(3, 4, 1, 30, seed=2, ranks=2), preset("fat-tree:2x1")),
     }
 
 
@@ -141,12 +146,20 @@ def per_gpu_cap(method: Method, opts: dict, trace: Trace, topo: Topology, sol: S
         yield a
 
 
-def same_clusters(method: Method, opts: dict, trace: Trace, topo: Topology, sol: Solution) -> Iterator[np.ndarray]:
-    """The solution's clusters (ILP1), each layer's GPU labels permuted: ILP2's feasible set."""
-    a = sol.placement.assignment()
-    perms = [np.array(p) for p in itertools.permutations(range(topo.num_gpus))]
-    for combo in itertools.product(perms, repeat=trace.num_layers):
-        yield np.stack([combo[layer][a[layer]] for layer in range(trace.num_layers)])
+def least_deviation(method: Method, opts: dict, trace: Trace, topo: Topology, sol: Solution) -> Iterator[np.ndarray]:
+    """MoETuner's two-stage problem: the default set restricted, layer by layer, to the assignments of
+    least ILP1 deviation ``sum_g |GPU load - mean load|`` (ILP1's optima); ILP2 then picks among them."""
+    L, E, G = trace.num_layers, trace.num_experts, topo.num_gpus
+    load = as_stats(trace).load.astype(np.float64)
+    rows = _rows(E, G, int(opts.get("experts_per_gpu") or -(-E // G)))
+    onehot = np.eye(G)[rows]  # [R, E, G]
+    per_layer = []
+    for layer in range(L):
+        gpu = np.einsum("e,reg->rg", load[layer], onehot)  # [R, G] GPU loads of each row
+        dev = np.abs(gpu - load[layer].sum() / G).sum(axis=1)
+        per_layer.append(rows[dev <= dev.min() + 1e-9 * max(1.0, dev.min())])
+    for combo in itertools.product(*per_layer):
+        yield np.stack(combo)
 
 
 def balanced_load_cap(method: Method, opts: dict, trace: Trace, topo: Topology,
@@ -163,7 +176,7 @@ def balanced_load_cap(method: Method, opts: dict, trace: Trace, topo: Topology,
 
 #: methods whose feasible set is not the default :func:`per_gpu_cap` (see the module docstring)
 FEASIBLE: dict[str, Callable[..., Iterator[np.ndarray]]] = {
-    "moetuner": same_clusters,
+    "moetuner": least_deviation,
     "moetuner-joint": balanced_load_cap,
 }
 
@@ -211,8 +224,17 @@ def _leq(a: float, b: float, rel: float) -> bool:
     return a <= b + rel * max(abs(a), abs(b))
 
 
-#: known discrepancies, each a finding kept visible: (method, instance, options) -> reason
-XFAIL: dict[tuple[str, str, str], str] = {}
+_MOETUNER_TIES = (
+    "finding: moetuner keeps one of ILP1's tied optima and reports termination=optimal with bound = objective, "
+    "but the bound holds only for ILP2 given those clusters (info['bound_scope']). Here layer 1 has loads "
+    "[1, 1, 10, 18]: clusters {{0,2|1,3}} and {{1,2|0,3}} both deviate by 8; moetuner takes the first, the second "
+    "communicates less. Brute force over the least-deviation placements finds {}, moetuner reports {}.")
+#: known discrepancies, each a finding kept visible: (method, instance, options as JSON) -> the discrepancy
+XFAIL: dict[tuple[str, str, str], str] = {
+    ("moetuner", "pair-top1", "{}"): _MOETUNER_TIES.format("1.6384e-06 s", "1.96608e-06 s (cost=time)"),
+    ("moetuner", "pair-top1", '{"cost": "cross"}'): _MOETUNER_TIES.format("10 tokens", "12 (cost=cross)"),
+    ("moetuner", "pair-top1", '{"cost": "hops"}'): _MOETUNER_TIES.format("20 token-hops", "24 (cost=hops)"),
+}
 
 
 @pytest.mark.parametrize("name,inst,options", list(_cases()))
@@ -254,6 +276,8 @@ def test_contract(name, inst, options, instances, request):
         tol = max(float(opts.get("rel_gap", 0.0)), 1e-9)
         assert _leq(sol.objective, best, tol), (
             f"{name} claims optimal {sol.objective!r} but brute force finds {best!r}")
+        # optimal means proven within the requested gap (placement.milp.Termination)
+        assert sol.bound is not None and sol.gap <= tol, f"{name} claims optimal with gap {sol.gap!r}"
 
     # (d) the bound is valid and the gap is the project's gap
     if sol.bound is not None:
