@@ -61,13 +61,14 @@ from placement.topology import Topology, preset
 from placement.trace import Trace
 
 # ------------------------------------------------------------------------------------------ instances
-#: name -> (what it is); built by the ``instance`` fixture from the shared factories of conftest.py
+#: name -> what it is; built by the ``instances`` fixture from the shared factories of conftest.py
 INSTANCES = {
     "nic-top1": "4 GPUs on 2 servers, unequal NICs; 2 layers x 4 experts, top-1, 40 tokens, origins on 4 ranks",
     "chain-top2": "4 GPUs on 2 servers (1 + 3); 2 layers x 4 experts, top-2, 40 tokens, origins on 4 ranks",
     "chain-counts": "the chain-top2 trace as per-rank counts [ranks, layers, experts]",
     "pair-top2": "2 GPUs on 2 servers; 3 layers x 4 experts (m = 2), top-2, 40 tokens, origins on 2 ranks",
-    "pair-top1": "2 GPUs on 2 servers; 3 layers x 4 experts (m = 2), top-1, 30 tokens, origins on 2 ranks",
+    "pair-top1": "2 GPUs on 2 servers; 3 layers x 4 experts (m = 2), top-1, 30 tokens, origins on 2 ranks; "
+                 "layer 1's loads [1, 1, 10, 18] give two balanced clusterings of equal deviation",
 }
 #: the smallest instance (216 placements): every backend runs here
 SMALLEST = "pair-top2"
