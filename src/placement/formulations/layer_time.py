@@ -21,7 +21,8 @@ Packing
     replica counts are D'Hondt within each node's share of slots; otherwise replicas in decreasing load go
     to the node with the least load among those with a free slot (LPT).  Within each node, replicas in
     decreasing load go to the least-loaded GPU with a free slot, preferring GPUs that do not hold the same
-    expert yet (a second copy on one GPU only when nothing else has room); a swap pass then exchanges pairs of slots (an empty slot is a zero-load item) between the
+    expert yet (a second copy on one GPU only when nothing else has room); a swap pass then exchanges
+    pairs of slots (an empty slot is a zero-load item) between the
     busiest GPU of each layer and another GPU of its node while that lowers the layer's largest GPU load.
 Lower bound
     For the chosen counts no placement has a GPU load below
