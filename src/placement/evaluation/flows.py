@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import input_error
 from ..stats import TraceStats
 from ..trace._trace import Trace
+from .replica_rules import expected_flows
 from .routing import deal_ranks, first_of_each, route_independent, route_layer
 from .transports import destination_probability
 
@@ -321,13 +322,7 @@ def rule_flows(trace: Trace, ctx, rule, src: np.ndarray | None, dedup: bool) -> 
         by_origin = (stats.load_by_origin.astype(np.float64) if src is not None else
                      np.broadcast_to(stats.load.astype(np.float64) / G, (G, L, E)))
         for layer in range(L):
-            share = rule.expectation(ctx, layer)  # [G, E, R]
-            rs = ctx.replica_slots[layer]
-            flow = by_origin[:, layer, :, None] * share
-            ok = np.broadcast_to(rs >= 0, flow.shape)
-            dest = np.broadcast_to(np.maximum(rs, 0) // Sg, flow.shape)
-            u = np.broadcast_to(np.arange(G)[:, None, None], flow.shape)
-            traffic[layer] = np.bincount((u * G + dest)[ok], weights=flow[ok], minlength=G * G).reshape(G, G)
+            _, traffic[layer] = expected_flows(ctx, rule, layer, by_origin[:, layer, :])
             load[layer] = traffic[layer].sum(axis=0)
         return Flows(traffic, load, np.full(max(L - 1, 0), np.nan))
     experts = trace.require_tokens("token flows")

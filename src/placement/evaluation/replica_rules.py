@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..placement import Placement
     from ..topology import Topology
 
-__all__ = ["REPLICA_RULES", "ReplicaRule", "RoutingContext", "get_rule", "local_index"]
+__all__ = ["REPLICA_RULES", "ReplicaRule", "RoutingContext", "expected_flows", "get_rule", "local_index"]
 
 #: TensorRT-LLM's routing tile: 256 threads x 4 selections per thread block.
 TRTLLM_TILE = 1024
@@ -329,3 +329,31 @@ def get_rule(name: str) -> ReplicaRule:
     except KeyError:
         raise input_error(f"unknown replica rule {name!r}; choose one of {list(REPLICA_RULES)}",
                           field="replica") from None
+
+
+def expected_flows(ctx: RoutingContext, rule: ReplicaRule, layer: int,
+                   tokens_by_origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Expected flows of one layer of a count trace under ``rule``.
+
+    Parameters
+    ----------
+    tokens_by_origin:
+        ``float64 [G, E]`` selections of each expert sent from each GPU.
+
+    Returns
+    -------
+    slot_tokens:
+        ``float64 [G * slots_per_gpu]`` selections each physical slot serves.
+    traffic:
+        ``float64 [G, G]`` selections sent from GPU ``u`` (row) to GPU ``v`` (column), the diagonal local.
+    """
+    G = ctx.topology.num_gpus
+    Sg = ctx.slots_per_gpu
+    rs = ctx.replica_slots[layer]  # [E, R]
+    flow = tokens_by_origin[:, :, None] * rule.expectation(ctx, layer)  # [G, E, R]
+    ok = np.broadcast_to(rs >= 0, flow.shape)
+    slot = np.broadcast_to(np.maximum(rs, 0), flow.shape)
+    slot_tokens = np.bincount(slot[ok], weights=flow[ok], minlength=G * Sg)
+    sender = np.broadcast_to(np.arange(G)[:, None, None], flow.shape)
+    traffic = np.bincount((sender * G + slot // Sg)[ok], weights=flow[ok], minlength=G * G).reshape(G, G)
+    return slot_tokens, traffic

@@ -39,7 +39,7 @@ import numpy as np
 from ..costs import Wire
 from ..errors import input_error
 from ..hardware import ExpertShape, GpuSpec
-from .replica_rules import RoutingContext, get_rule
+from .replica_rules import RoutingContext, expected_flows, get_rule
 from .transports import TRANSPORTS, destination_probability
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -296,7 +296,6 @@ def _count_step(placement: Placement, trace: Trace, topology: Topology, setup: S
 
     L, G, E = trace.num_layers, topology.num_gpus, trace.num_experts
     Sg = placement.slots_per_gpu
-    P = G * Sg
     stats = TraceStats(trace)
     if senders == "trace":
         by_origin = stats.load_by_origin.astype(np.float64)  # [G, L, E]
@@ -313,15 +312,8 @@ def _count_step(placement: Placement, trace: Trace, topology: Topology, setup: S
     held = np.full((1, G), setup.tokens_per_step / G)
     shared = setup.num_shared_experts * setup.expert_time(held)
     for layer in range(L):
-        share = rule.expectation(ctx, layer)  # [G(u), E, R]
-        rs = ctx.replica_slots[layer]  # [E, R]
-        flow = by_origin[:, layer, :, None] * share * scale  # [G, E, R] tokens from u to each replica
-        ok = np.broadcast_to(rs >= 0, flow.shape)
-        slot_ids = np.broadcast_to(np.maximum(rs, 0), flow.shape)
-        slot_tokens = np.bincount(slot_ids[ok], weights=flow[ok], minlength=P)
-        dest = slot_ids // Sg
-        u = np.broadcast_to(np.arange(G)[:, None, None], flow.shape)
-        leg = np.bincount((u * G + dest)[ok], weights=flow[ok], minlength=G * G).reshape(1, G, G)
+        slot_tokens, traffic = expected_flows(ctx, rule, layer, by_origin[:, layer, :] * scale)
+        leg = traffic.reshape(1, G, G)
         legs = [leg]
         back = [np.transpose(leg, (0, 2, 1))]
         tokens = slot_tokens.reshape(1, G, Sg)
