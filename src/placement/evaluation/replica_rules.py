@@ -45,6 +45,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -95,6 +96,16 @@ class RoutingContext:
     def slots_per_gpu(self) -> int:
         return self.placement.slots_per_gpu
 
+    @cached_property
+    def nearest_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`~placement.evaluation.routing.replica_tables` of the placement (computed once)."""
+        return replica_tables(self.placement, self.topology)
+
+    @cached_property
+    def sglang_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """SGLang's ``(near, static)`` maps, ``int64 [L, G, E]`` each (computed once; :func:`_sglang_choice`)."""
+        return _sglang_choice(self)
+
     def gpu_of_slot(self, slot: np.ndarray) -> np.ndarray:
         return np.asarray(slot) // self.slots_per_gpu
 
@@ -119,7 +130,7 @@ def _by_replica_index(ctx: RoutingContext, layer: int, experts: np.ndarray, r: n
 
 # ------------------------------------------------------------------------------------ the rules
 def _nearest(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray, step: np.ndarray):
-    tied, ntied = _nearest_tables(ctx)
+    tied, ntied = ctx.nearest_tables
     replay = step.astype(np.int64) if step.size and step.max() > 0 else None
     gpu = route_layer(experts, src, tied[layer], ntied[layer], replay)  # [n, k]
     # co-located replicas on the chosen GPU share its selections evenly
@@ -129,19 +140,6 @@ def _nearest(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarr
     count = hit.sum(axis=2, keepdims=True)
     slots = gpu[..., None] * S + np.arange(S)[None, None, :]
     return np.where(hit, slots, -1), np.where(hit, 1.0 / np.maximum(count, 1), 0.0)
-
-
-_TABLES: dict[int, tuple[object, tuple[np.ndarray, np.ndarray]]] = {}
-
-
-def _nearest_tables(ctx: RoutingContext) -> tuple[np.ndarray, np.ndarray]:
-    key = id(ctx)
-    hit = _TABLES.get(key)
-    if hit is None or hit[0] is not ctx:
-        _TABLES.clear()
-        hit = (ctx, replica_tables(ctx.placement, ctx.topology))
-        _TABLES[key] = hit
-    return hit[1]
 
 
 def _vllm(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray, step: np.ndarray):
@@ -208,25 +206,13 @@ def _sglang_choice(ctx: RoutingContext) -> tuple[np.ndarray, np.ndarray]:
     return near, static
 
 
-_SGLANG: dict[int, tuple[object, tuple[np.ndarray, np.ndarray]]] = {}
-
-
-def _sglang_tables(ctx: RoutingContext) -> tuple[np.ndarray, np.ndarray]:
-    hit = _SGLANG.get(id(ctx))
-    if hit is None or hit[0] is not ctx:
-        _SGLANG.clear()
-        hit = (ctx, _sglang_choice(ctx))
-        _SGLANG[id(ctx)] = hit
-    return hit[1]
-
-
 def _sglang_static(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray, step: np.ndarray):
-    _, static = _sglang_tables(ctx)
+    _, static = ctx.sglang_tables
     return _one(static[layer][src.astype(np.int64)[:, None], experts.astype(np.int64)])
 
 
 def _sglang_dynamic(ctx: RoutingContext, layer: int, experts: np.ndarray, src: np.ndarray, step: np.ndarray):
-    near, _ = _sglang_tables(ctx)
+    near, _ = ctx.sglang_tables
     e = experts.astype(np.int64)
     chosen = near[layer][src.astype(np.int64)[:, None], e]  # [n, k]
     rs = ctx.replica_slots[layer][e]  # [n, k, R]
@@ -261,7 +247,7 @@ def _one_hot(ctx: RoutingContext, layer: int, chosen: np.ndarray) -> np.ndarray:
 
 
 def _nearest_expectation(ctx: RoutingContext, layer: int) -> np.ndarray:
-    tied, ntied = _nearest_tables(ctx)
+    tied, ntied = ctx.nearest_tables
     rs = ctx.replica_slots[layer]  # [E, R]
     gpu = np.where(rs >= 0, rs // ctx.slots_per_gpu, -1)  # [E, R]
     t = tied[layer]  # [G, E, Rg] tied GPUs from each sender
@@ -272,11 +258,11 @@ def _nearest_expectation(ctx: RoutingContext, layer: int) -> np.ndarray:
 
 
 def _sglang_static_expectation(ctx: RoutingContext, layer: int) -> np.ndarray:
-    return _one_hot(ctx, layer, _sglang_tables(ctx)[1][layer])
+    return _one_hot(ctx, layer, ctx.sglang_tables[1][layer])
 
 
 def _sglang_dynamic_expectation(ctx: RoutingContext, layer: int) -> np.ndarray:
-    near = _sglang_tables(ctx)[0][layer]  # [G, E]
+    near = ctx.sglang_tables[0][layer]  # [G, E]
     return np.where((near >= 0)[..., None], _one_hot(ctx, layer, near), _uniform_expectation(ctx, layer))
 
 
