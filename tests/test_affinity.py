@@ -317,3 +317,12 @@ def test_cli_solve_and_compare(tmp_path, sticky_trace):
     assert r.returncode == 0, r.stderr
     for name in ("exflow", "exflow-bisect", "moetuner", "moetuner-joint"):
         assert name in r.stdout
+
+
+def test_moetuner_joint_refuses_a_model_too_large_before_building_it(sticky_trace):
+    # 3 layers x 4 experts on 4 GPUs: x has 3*4*4 = 48 columns, r has 2*4*4*4 = 128, z has 2: 178 in all
+    tr = sticky_trace(3, 4, 1, 40, seed=1)
+    with pytest.raises(placement.PlacementInputError, match=r"would have 178 columns .* max_columns=177"):
+        placement.solve(tr, FOUR_2S, method="moetuner-joint", max_columns=177)
+    sol = placement.solve(tr, FOUR_2S, method="moetuner-joint", max_columns=178)
+    assert sol.placement.num_layers == 3

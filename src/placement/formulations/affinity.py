@@ -119,8 +119,9 @@ def moetuner_method(stats: TraceStats, topology: Topology, cost: str = "time", b
 
 
 def moetuner_joint_method(stats: TraceStats, topology: Topology, cost: str = "time", eps: float = -1.0,
-                          warm: bool = True, backend: str = "highs", time_limit: float = 60.0,
-                          rel_gap: float = 1e-6, threads: int = 0, verbose: bool = False) -> Solution:
+                          warm: bool = True, max_columns: int = 4_000_000, backend: str = "highs",
+                          time_limit: float = 60.0, rel_gap: float = 1e-6, threads: int = 0,
+                          verbose: bool = False) -> Solution:
     """MoETuner's communication objective with load balance as a constraint, in one model.
 
     Objective and bound in the units of :func:`moetuner_method`.
@@ -128,7 +129,7 @@ def moetuner_joint_method(stats: TraceStats, topology: Topology, cost: str = "ti
     from .moetuner import run_joint
 
     return run_joint(stats, topology, cost=cost, eps=eps, warm=warm, backend=backend, time_limit=time_limit,
-                     rel_gap=rel_gap, threads=threads, verbose=verbose)
+                     rel_gap=rel_gap, threads=threads, verbose=verbose, max_columns=max_columns)
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -173,5 +174,8 @@ register(Method(
     options=(Option("cost", str, "time", "pair weight: time (seconds per byte), hops, cross", _COST_CHOICES),
              Option("eps", float, -1.0, "load tolerance: max GPU load <= (1 + eps) * mean in every layer "
                     "(-1: the sequential moetuner's own ratio, so the two compare at equal balance)"),
-             Option("warm", bool, True, "warm-start from the sequential ILP1 -> ILP2 solution when feasible"))
+             Option("warm", bool, True, "warm-start from the sequential ILP1 -> ILP2 solution when feasible"),
+             Option("max_columns", int, 4_000_000, "refuse, before building it, a joint model with more columns "
+                    "(its memory grows with layers x experts x GPUs^2; 58 x 256 on 32 GPUs would need 15 M)",
+                    minimum=1))
     + SOLVER_OPTIONS))

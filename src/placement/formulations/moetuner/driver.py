@@ -112,11 +112,22 @@ def run_sequential(stats: Any, topology: Any, *, cost: str, backend: str, time_l
 
 
 def run_joint(stats: Any, topology: Any, *, cost: str, eps: float, warm: bool, backend: str,
-              time_limit: float, rel_gap: float, threads: int, verbose: bool) -> Solution:
-    """The joint model (module docstring); ``eps < 0`` takes the sequential solution's own load ratio."""
+              time_limit: float, rel_gap: float, threads: int, verbose: bool,
+              max_columns: int = 4_000_000) -> Solution:
+    """The joint model (module docstring); ``eps < 0`` takes the sequential solution's own load ratio.
+
+    A model of more than ``max_columns`` columns (``x [L, E, G]`` plus ``r [L - 1, E, G, G]``) is refused
+    before anything is built: its memory, not the solver, is the limit (58 x 256 experts on 32 GPUs would
+    need 15 M columns and more than 20 GiB).
+    """
     t0 = time.perf_counter()
+    L, E, G = stats.trace.num_layers, stats.trace.num_experts, topology.num_gpus
+    columns = L * E * G + max(L - 1, 0) * E * G * G + max(L - 1, 0)
+    if columns > max_columns:
+        raise input_error(f"the joint model would have {columns:,} columns ({L} layers x {E} experts x {G}^2 GPU "
+                          f"pairs), more than max_columns={max_columns:,}; use moetuner (sequential), fewer GPUs, "
+                          "or raise max_columns if the machine has the memory", field="max_columns")
     P = build_problem(stats, topology, cost)
-    L, E, G = P.num_layers, P.num_experts, P.num_gpus
     total = time_limit if time_limit and time_limit > 0 else 0.0
     info: dict[str, Any] = {}
     a0 = None
