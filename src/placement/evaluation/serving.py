@@ -251,14 +251,8 @@ def step_times(placement: Placement, trace: Trace, topology: Topology, setup: Se
     experts = experts[: int(keep)]
     n, _, k = experts.shape
     chunk = max(1, _CHUNK_ENTRIES // max(1, k * G))
-    phase = np.zeros((S, L, 3))
-    crit_arc = np.full((S, L, 2), -1, dtype=np.int64)
-    crit_gpu = np.zeros((S, L), dtype=np.int64)
-    gpu_compute = np.zeros((L, G))
-    gpu_tokens = np.zeros((L, G))
-    tiers: dict[str, float] = dict.fromkeys(topology.tiers, 0.0)
     held = np.bincount(step * G + src, minlength=S * G).reshape(S, G) * scale  # tokens each GPU holds
-    shared = setup.num_shared_experts * setup.expert_time(held)
+    acc = _StepAccumulator(setup, topology, S, L, held)
     for layer in range(L):
         slot_tokens = np.zeros(S * P)
         legs: list[np.ndarray] | None = None
@@ -272,22 +266,8 @@ def step_times(placement: Placement, trace: Trace, topology: Topology, setup: Se
             part = transport.legs(q, src[a:b], step[a:b], S, topology.server_of, setup.dedup)
             legs = part if legs is None else [x + y for x, y in zip(legs, part, strict=True)]
         assert legs is not None  # n >= 1 (a trace holds at least one token)
-        legs = [leg * scale for leg in legs]
-        tokens = slot_tokens.reshape(S, G, Sg) * scale
-        compute = setup.expert_time(tokens).sum(axis=2) + shared  # [S, G]
-        back = [np.transpose(leg, (0, 2, 1)) for leg in legs[::-1]]
-        d, dc = _phase_time(legs, topology, setup.dispatch_wire.bytes_per_token)
-        c, cc = _phase_time(back, topology, setup.combine_wire.bytes_per_token)
-        phase[:, layer] = np.stack([d, compute.max(axis=1), c], axis=1)
-        crit_arc[:, layer] = np.stack([dc, cc], axis=1)
-        crit_gpu[:, layer] = np.argmax(compute, axis=1)
-        gpu_compute[layer] = compute.mean(axis=0)
-        gpu_tokens[layer] = tokens.sum(axis=2).mean(axis=0)
-        for tier, value in _arc_bytes_by_tier(legs, topology, setup.dispatch_wire.bytes_per_token).items():
-            tiers[tier] += value
-        for tier, value in _arc_bytes_by_tier(back, topology, setup.combine_wire.bytes_per_token).items():
-            tiers[tier] += value
-    return _finish(setup, topology, phase, crit_arc, crit_gpu, gpu_compute, gpu_tokens, tiers, S, scale)
+        acc.add(layer, [leg * scale for leg in legs], slot_tokens.reshape(S, G, Sg) * scale)
+    return acc.finish(scale)
 
 
 def _count_step(placement: Placement, trace: Trace, topology: Topology, setup: ServingSetup, ctx: RoutingContext,
@@ -303,36 +283,55 @@ def _count_step(placement: Placement, trace: Trace, topology: Topology, setup: S
         by_origin = np.broadcast_to(stats.load.astype(np.float64) / G, (G, L, E))
     tokens_in_trace = stats.load.sum(axis=1).max() / trace.top_k  # tokens of the busiest layer
     scale = setup.tokens_per_step / max(tokens_in_trace, 1e-300)
-    phase = np.zeros((1, L, 3))
-    crit_arc = np.full((1, L, 2), -1, dtype=np.int64)
-    crit_gpu = np.zeros((1, L), dtype=np.int64)
-    gpu_compute = np.zeros((L, G))
-    gpu_tokens = np.zeros((L, G))
-    tiers: dict[str, float] = dict.fromkeys(topology.tiers, 0.0)
-    held = np.full((1, G), setup.tokens_per_step / G)
-    shared = setup.num_shared_experts * setup.expert_time(held)
+    acc = _StepAccumulator(setup, topology, 1, L, np.full((1, G), setup.tokens_per_step / G))
     for layer in range(L):
         slot_tokens, traffic = expected_flows(ctx, rule, layer, by_origin[:, layer, :] * scale)
-        leg = traffic.reshape(1, G, G)
-        legs = [leg]
-        back = [np.transpose(leg, (0, 2, 1))]
-        tokens = slot_tokens.reshape(1, G, Sg)
-        compute = setup.expert_time(tokens).sum(axis=2) + shared
-        d, dc = _phase_time(legs, topology, setup.dispatch_wire.bytes_per_token)
-        c, cc = _phase_time(back, topology, setup.combine_wire.bytes_per_token)
-        phase[:, layer] = np.stack([d, compute.max(axis=1), c], axis=1)
-        crit_arc[:, layer] = np.stack([dc, cc], axis=1)
-        crit_gpu[:, layer] = np.argmax(compute, axis=1)
-        gpu_compute[layer] = compute[0]
-        gpu_tokens[layer] = tokens.sum(axis=2)[0]
-        for tier, value in _arc_bytes_by_tier(legs, topology, setup.dispatch_wire.bytes_per_token).items():
-            tiers[tier] += value
-        for tier, value in _arc_bytes_by_tier(back, topology, setup.combine_wire.bytes_per_token).items():
-            tiers[tier] += value
-    out = _finish(setup, topology, phase, crit_arc, crit_gpu, gpu_compute, gpu_tokens, tiers, 1, 1.0)
+        acc.add(layer, [traffic.reshape(1, G, G)], slot_tokens.reshape(1, G, Sg))
+    out = acc.finish(1.0)
     note = (f"count trace: one expected step ({setup.tokens_per_step} tokens, replica shares in expectation, "
             "an expert runs whenever its expected count is positive)")
     return dataclasses.replace(out, scale=float(scale), notes=(note, *out.notes))
+
+
+class _StepAccumulator:
+    """Per-layer figures of every evaluated step, gathered layer by layer, then turned into :class:`StepTimes`.
+
+    ``held float64 [steps, G]``: tokens each GPU holds in each step (its shared experts run on them).
+    """
+
+    def __init__(self, setup: ServingSetup, topology: Topology, num_steps: int, num_layers: int,
+                 held: np.ndarray) -> None:
+        G = topology.num_gpus
+        self.setup, self.topology, self.num_steps = setup, topology, num_steps
+        self.phase = np.zeros((num_steps, num_layers, 3))
+        self.crit_arc = np.full((num_steps, num_layers, 2), -1, dtype=np.int64)
+        self.crit_gpu = np.zeros((num_steps, num_layers), dtype=np.int64)
+        self.gpu_compute = np.zeros((num_layers, G))
+        self.gpu_tokens = np.zeros((num_layers, G))
+        self.tiers: dict[str, float] = dict.fromkeys(topology.tiers, 0.0)
+        self.shared = setup.num_shared_experts * setup.expert_time(held)  # [steps, G]
+
+    def add(self, layer: int, legs: list[np.ndarray], tokens: np.ndarray) -> None:
+        """One layer: its dispatch ``legs`` (``float64 [steps, G, G]`` each; combine sends them back) and
+        ``tokens float64 [steps, G, slots_per_gpu]`` served per slot."""
+        setup, topology = self.setup, self.topology
+        compute = setup.expert_time(tokens).sum(axis=2) + self.shared  # [steps, G]
+        back = [np.transpose(leg, (0, 2, 1)) for leg in legs[::-1]]
+        d, dc = _phase_time(legs, topology, setup.dispatch_wire.bytes_per_token)
+        c, cc = _phase_time(back, topology, setup.combine_wire.bytes_per_token)
+        self.phase[:, layer] = np.stack([d, compute.max(axis=1), c], axis=1)
+        self.crit_arc[:, layer] = np.stack([dc, cc], axis=1)
+        self.crit_gpu[:, layer] = np.argmax(compute, axis=1)
+        self.gpu_compute[layer] = compute.mean(axis=0)
+        self.gpu_tokens[layer] = tokens.sum(axis=2).mean(axis=0)
+        for phase_legs, wire in ((legs, setup.dispatch_wire), (back, setup.combine_wire)):
+            for tier, value in _arc_bytes_by_tier(phase_legs, topology, wire.bytes_per_token).items():
+                self.tiers[tier] += value
+
+    def finish(self, scale: float) -> StepTimes:
+        """The :class:`StepTimes` of the gathered layers (``scale``: the factor the counts were scaled by)."""
+        return _finish(self.setup, self.topology, self.phase, self.crit_arc, self.crit_gpu, self.gpu_compute,
+                       self.gpu_tokens, self.tiers, self.num_steps, scale)
 
 
 def _finish(setup: ServingSetup, topology: Topology, phase: np.ndarray, crit_arc: np.ndarray, crit_gpu: np.ndarray,
