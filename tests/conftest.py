@@ -165,3 +165,14 @@ def _session_keeps_the_catalogue() -> Iterator[None]:
     start = _snapshot()
     yield
     assert _snapshot() == start, "the test session ended with a registry that is not the catalogue it started with"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a module of runtime tests: tiny tensors, and the thread pool only adds
+    contention with the spawned ranks (torch imported here, so modules without torch never load it)."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -32,19 +32,10 @@ from placement_runtime.plan import Router, first_of_each, plan_dispatch, plan_mo
 from placement_runtime.replay import reference_replay  # noqa: E402
 from placement_runtime.testing import affinity_trace, hop_optimal_placement, with_replicas  # noqa: E402
 
-pytestmark = pytest.mark.runtime
+pytestmark = [pytest.mark.runtime, pytest.mark.usefixtures("one_torch_thread")]
 
 ROOT = Path(__file__).resolve().parents[1]
 H, FFN = 16, 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: torch's thread pool only adds contention with the spawned ranks."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------ shared workload (world 4)

@@ -41,7 +41,7 @@ from placement_runtime.plan import Router, plan_dispatch, rdma_targets, token_ra
 from placement_runtime.replay import reference_replay  # noqa: E402
 from placement_runtime.testing import affinity_trace, with_replicas  # noqa: E402
 
-pytestmark = pytest.mark.runtime
+pytestmark = [pytest.mark.runtime, pytest.mark.usefixtures("one_torch_thread")]
 
 H, FFN, SEED = 16, 32, 5
 BPT = H * 4  # fp32 bytes per token
@@ -67,14 +67,6 @@ def agreement_placement() -> Placement:
     routing[:, :, :, 0] = np.where(two[:, None, :], 0.3, 1.0)
     routing[:, :, :, 1] = np.where(two[:, None, :], 0.7, 0.0)
     return Placement(base.slots, 8, routing=routing)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
