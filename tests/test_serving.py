@@ -402,3 +402,16 @@ def test_evaluate_takes_a_preset_string_and_refuses_wrong_types():
         placement.evaluate(p, "trace.npz", "fat-tree:2x4")
     with pytest.raises(PlacementInputError, match="not a preset name, and no file .fat-trees:2x4. was found"):
         placement.evaluate(p, trace, "fat-trees:2x4")
+
+
+def test_count_trace_origins_are_honoured_under_a_stack_rule():
+    # 8 selections of expert 0, all counted on rank 3: origins='trace' sends them from GPU 3,
+    # an explicit origins='uniform' spreads them evenly (2 per GPU), as the nearest rule does
+    counts = np.zeros((4, 1, 2))
+    counts[3, 0, 0] = 8
+    trace = Trace.from_counts(spec(2, 1, intermediate_size=512), counts)
+    topo = two_by_two()
+    by_trace = placement.evaluate(MIRRORED, trace, topo, replica="vllm", origins="trace")
+    uniform = placement.evaluate(MIRRORED, trace, topo, replica="vllm", origins="uniform")
+    assert by_trace.origins == "trace" and by_trace.layer_traffic[0].sum(axis=1).tolist() == [0, 0, 0, 8]
+    assert uniform.origins == "uniform" and uniform.layer_traffic[0].sum(axis=1).tolist() == [2, 2, 2, 2]

@@ -67,8 +67,6 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..costs import DEFAULT_HIDDEN_SIZE, DTYPE_BYTES, wire_for
 from ..errors import input_error
 from ..hardware import ExpertShape, gpu_preset
@@ -235,8 +233,8 @@ def evaluate(
             raise input_error(f"replica rule {replica!r} is a serving stack's rule for origin dispatch; the coherent "
                               "model uses replica='nearest'", field="replica")
         ctx = RoutingContext.build(placement, topology)
-        mode, src = _senders(origins, trace, G, replica)
-        flows = rule_flows(trace, ctx, rule, src, dedup)
+        mode = _senders(origins, trace, G, replica)
+        flows = rule_flows(trace, ctx, rule, mode, dedup)
     metrics = flows_to_metrics(flows, topology, placement, wire, dispatch=dispatch, dedup=dedup, origins=mode,
                                num_tokens=trace.num_tokens)
     if dispatch != "origin":
@@ -253,20 +251,17 @@ def evaluate(
     return dataclasses.replace(metrics, replica=replica, transport=transport, step=step)
 
 
-def _senders(origins: str, trace: Trace, G: int, replica: str) -> tuple[str, np.ndarray | None]:
-    """The resolved origins mode and ``int64 [tokens]`` sending GPU of each token (``None`` for
-    count traces without per-origin counts) under a serving stack's replica rule."""
-    has = trace.origin is not None or (trace.counts is not None and trace.counts.ndim == 3)
+def _senders(origins: str, trace: Trace, G: int, replica: str) -> str:
+    """The senders under a serving stack's replica rule: ``"trace"`` or ``"round_robin"`` (token traces;
+    ``"auto"`` takes the trace's origins when they are the topology's GPUs), ``"trace"`` or ``"uniform"``
+    (count traces)."""
     if origins == "uniform" and trace.kind == "tokens":
         raise input_error(f"replica rule {replica!r} needs the GPU each token is sent from; use origins='trace' "
                           "or 'round_robin' (or 'auto')", field="origins")
-    mode = resolve_origins("trace" if origins == "trace" else "auto", trace, G) if origins != "round_robin" \
-        else "round_robin"
-    if trace.kind == "counts":
-        if mode == "round_robin":
+    if origins == "round_robin":
+        if trace.kind == "counts":
             raise input_error("round_robin origins need a token trace; use origins='uniform'", trace.source,
                               "origins")
-        return mode, (np.zeros(1, dtype=np.int64) if mode == "trace" and has else None)
-    if mode == "trace":
-        return mode, trace.origin.astype(np.int64)
-    return "round_robin", (np.arange(trace.num_tokens) % G).astype(np.int64)
+        return "round_robin"
+    mode = resolve_origins(origins, trace, G)
+    return "round_robin" if mode == "uniform" and trace.kind == "tokens" else mode

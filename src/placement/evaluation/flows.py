@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import input_error
 from ..stats import TraceStats
 from ..trace._trace import Trace
-from .replica_rules import expected_flows
+from .replica_rules import expected_flows, sending_gpus
 from .routing import deal_ranks, first_of_each, route_independent, route_layer
 from .transports import destination_probability
 
@@ -289,7 +289,7 @@ def simulate_counts(counts_by_origin: np.ndarray, tied: np.ndarray, ntied: np.nd
     return Flows(traffic, traffic.sum(axis=1), np.full(max(L - 1, 0), np.nan))
 
 
-def rule_flows(trace: Trace, ctx, rule, src: np.ndarray | None, dedup: bool) -> Flows:
+def rule_flows(trace: Trace, ctx, rule, senders: str, dedup: bool) -> Flows:
     """Origin-model flows of the whole trace when a serving stack's replica rule picks the replicas.
 
     Parameters
@@ -301,8 +301,10 @@ def rule_flows(trace: Trace, ctx, rule, src: np.ndarray | None, dedup: bool) -> 
         The :class:`~placement.evaluation.replica_rules.RoutingContext` of the placement.
     rule:
         A :class:`~placement.evaluation.replica_rules.ReplicaRule`.
-    src:
-        ``int64 [tokens]`` sending GPU of each token (token traces), ``None`` for count traces.
+    senders:
+        ``"trace"``: the trace's origins (token traces) or per-origin counts (count traces);
+        ``"round_robin"``: token ``t`` from GPU ``t mod G``; ``"uniform"`` (count traces only): an even
+        share of every count from each GPU.
     dedup:
         One copy per (token, destination GPU).
 
@@ -319,7 +321,7 @@ def rule_flows(trace: Trace, ctx, rule, src: np.ndarray | None, dedup: bool) -> 
         if dedup:
             trace.require_tokens("de-duplication")
         stats = TraceStats(trace)
-        by_origin = (stats.load_by_origin.astype(np.float64) if src is not None else
+        by_origin = (stats.load_by_origin.astype(np.float64) if senders == "trace" else
                      np.broadcast_to(stats.load.astype(np.float64) / G, (G, L, E)))
         for layer in range(L):
             _, traffic[layer] = expected_flows(ctx, rule, layer, by_origin[:, layer, :])
@@ -327,6 +329,7 @@ def rule_flows(trace: Trace, ctx, rule, src: np.ndarray | None, dedup: bool) -> 
         return Flows(traffic, load, np.full(max(L - 1, 0), np.nan))
     experts = trace.require_tokens("token flows")
     N, _, k = experts.shape
+    src = sending_gpus(trace, G, senders)
     step = np.zeros(N, dtype=np.int64)
     cross = np.zeros(max(L - 1, 0))
     prev = None

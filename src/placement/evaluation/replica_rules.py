@@ -57,7 +57,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..placement import Placement
     from ..topology import Topology
 
-__all__ = ["REPLICA_RULES", "ReplicaRule", "RoutingContext", "expected_flows", "get_rule", "local_index"]
+__all__ = ["REPLICA_RULES", "ReplicaRule", "RoutingContext", "expected_flows", "get_rule", "local_index",
+           "sending_gpus"]
 
 #: TensorRT-LLM's routing tile: 256 threads x 4 selections per thread block.
 TRTLLM_TILE = 1024
@@ -108,6 +109,14 @@ class RoutingContext:
 
     def gpu_of_slot(self, slot: np.ndarray) -> np.ndarray:
         return np.asarray(slot) // self.slots_per_gpu
+
+
+def sending_gpus(trace, num_gpus: int, senders: str) -> np.ndarray:
+    """``int64 [tokens]``: the GPU each token of a token trace is sent from: its origin rank for
+    ``senders="trace"``, else token ``t`` from GPU ``t mod num_gpus`` (``"round_robin"``)."""
+    if senders == "trace":
+        return trace.origin.astype(np.int64)
+    return (np.arange(trace.num_tokens) % num_gpus).astype(np.int64)
 
 
 def local_index(src: np.ndarray, step: np.ndarray, num_gpus: int) -> np.ndarray:

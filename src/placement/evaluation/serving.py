@@ -39,7 +39,7 @@ import numpy as np
 from ..costs import Wire
 from ..errors import input_error
 from ..hardware import ExpertShape, GpuSpec
-from .replica_rules import RoutingContext, expected_flows, get_rule
+from .replica_rules import RoutingContext, expected_flows, get_rule, sending_gpus
 from .transports import TRANSPORTS, destination_probability
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -181,11 +181,7 @@ def _steps_and_senders(trace: Trace, G: int, tokens_per_step: int,
         S, keep, scale = 1, N, tokens_per_step / max(N, 1)
     idx = np.arange(keep)
     step = (idx // tokens_per_step).astype(np.int64) if scale == 1.0 else np.zeros(keep, dtype=np.int64)
-    if senders == "trace":
-        src = trace.origin[:keep].astype(np.int64)
-    else:
-        src = (idx % G).astype(np.int64)
-    return np.asarray(keep), step, src, S, scale
+    return np.asarray(keep), step, sending_gpus(trace, G, senders)[:keep], S, scale
 
 
 # ------------------------------------------------------------------------------------ link times
