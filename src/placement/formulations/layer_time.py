@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..topology import Topology
 
 __all__ = ["rebalance", "replica_counts", "grouped_counts", "group_nodes", "pack", "load_lower_bound",
-           "layer_time_method"]
+           "slot_loads", "layer_time_method"]
 
 #: Swap rounds of the refinement per call at most (each round improves every layer that can improve).
 MAX_SWAP_ROUNDS = 200
@@ -179,6 +179,14 @@ def _rank_in_group(sorted_group: np.ndarray) -> np.ndarray:
     return idx - np.maximum.accumulate(np.where(start, idx, 0), axis=1)
 
 
+def slot_loads(slots: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """``float64 [L, G, S]``: the tokens each slot of ``slots int [L, G, S]`` serves (0 when empty), each
+    replica of expert ``e`` carrying ``share[l, e]``."""
+    L = slots.shape[0]
+    flat = np.take_along_axis(share, np.maximum(slots, 0).reshape(L, -1), axis=1).reshape(slots.shape)
+    return np.where(slots >= 0, flat, 0.0)
+
+
 def _swap(slots: np.ndarray, share: np.ndarray, rounds: int, gpu_node: np.ndarray) -> np.ndarray:
     """Exchange two slots between the busiest GPU of a layer and another GPU of the same node while
     that lowers the layer's largest GPU load (strictly, by more than 1e-12 relative)."""
@@ -186,8 +194,7 @@ def _swap(slots: np.ndarray, share: np.ndarray, rounds: int, gpu_node: np.ndarra
     rows = np.arange(L)
     E = share.shape[1]
     for _ in range(int(rounds)):
-        load_of = np.where(slots >= 0, np.take_along_axis(share[:, None, :].repeat(G, 1),
-                                                          np.maximum(slots, 0), axis=2), 0.0)  # [L, G, S]
+        load_of = slot_loads(slots, share)  # [L, G, S]
         gpu_load = load_of.sum(axis=2)
         top = np.argmax(gpu_load, axis=1)
         peak = gpu_load[rows, top]
@@ -284,10 +291,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     placement = Placement(slots, num_experts=E, metadata={"method": "layer-time", "solver": solver,
                                                           "num_replicas": P})
     share = w / count
-    load = np.zeros((trace.num_layers, G))
-    for g in range(G):
-        s = slots[:, g, :]
-        load[:, g] = np.where(s >= 0, np.take_along_axis(share, np.maximum(s, 0), axis=1), 0.0).sum(axis=1)
+    load = slot_loads(slots, share).sum(axis=2)  # [L, G]
     ratio = load.max(axis=1) / np.maximum(load_lower_bound(w, count, G), 1e-300)
     info = {"redundant": redundant, "nodes": nodes, "groups": trace.model.num_groups,
             "max_load_over_bound_median": float(np.median(ratio)),
