@@ -480,6 +480,8 @@ def test_preset_spec_errors():
         preset("fat-tree:big")
     with _err("'dragonfly' has no 'servers' key, so only '1xG' is accepted; valid keys: groups"):
         preset("dragonfly:4x8")
+    with _err("for 4 servers of 8 GPUs use a multi-server preset: fat-tree:4x8, sparse-fat-tree:4x8, rail:4x8"):
+        preset("dgx-h100:4x8")
     with _err("key 'gpus' is given twice"):
         preset("rail:gpus=2,gpus=3")
     with _err("field 'leaves_per_rack': must be at most gpus=2"):

@@ -8,8 +8,9 @@ pandas.  Start with :func:`solve`, :func:`evaluate` and :func:`compare`; see ``d
 True
 """
 
+from . import data
 from ._version import __version__
-from .api import compare, metrics_table, solve
+from .api import compare, metrics_table, solve, verdict
 from .errors import NeedsTokenTraceError, PlacementInputError
 from .evaluate import Metrics, evaluate
 from .methods import METHODS
@@ -31,10 +32,12 @@ __all__ = [
     "Trace",
     "TraceStats",
     "compare",
+    "data",
     "evaluate",
     "load_placement",
     "load_trace",
     "metrics_table",
     "save_trace",
     "solve",
+    "verdict",
 ]

@@ -54,16 +54,29 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 def as_topology(topology: Topology | str) -> Topology:
     """A :class:`~placement.topology.Topology` from itself, a preset spec or a YAML path."""
+    import os
+
+    from .errors import input_error
     from .topology import Topology, load_topology
 
     if isinstance(topology, Topology):
         return topology
-    return load_topology(str(topology))
+    if not isinstance(topology, (str, os.PathLike)):
+        raise input_error(f"must be a Topology, a preset spec such as 'fat-tree:4x8' or a YAML path, got "
+                          f"{type(topology).__name__}", field="topology")
+    return load_topology(topology)
 
 
 def as_stats(trace: Trace | TraceStats) -> TraceStats:
     """Statistics of ``trace`` (passed through when already a :class:`TraceStats`)."""
-    return trace if isinstance(trace, TraceStats) else TraceStats(trace)
+    from .errors import input_error
+
+    if isinstance(trace, TraceStats):
+        return trace
+    if not isinstance(trace, Trace):
+        hint = "; load the file first: placement.load_trace(path)" if isinstance(trace, str) else ""
+        raise input_error(f"must be a Trace or TraceStats, got {type(trace).__name__}{hint}", field="trace")
+    return TraceStats(trace)
 
 
 def solve(trace: Trace | TraceStats, topology: Topology | str, method: str = "contiguous",

@@ -28,3 +28,7 @@ def _doctest_extras(request: pytest.FixtureRequest) -> None:
     packages, extra = NEEDS[path.name]
     for package in packages:
         pytest.importorskip(package, reason=f"the doctests of {path.name} need {package} (the {extra} extra)")
+
+#: ``data/samples`` links to the repository's ``data/traces`` (sample files and the script that writes them):
+#: not a module of the package, so no doctests are collected there.
+collect_ignore = ["data/samples"]

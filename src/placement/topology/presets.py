@@ -376,8 +376,11 @@ def parse_preset_spec(spec: str) -> tuple[str, dict[str, int | float | str]]:
         if "servers" in keys:
             params["servers"] = servers
         elif servers != 1:
+            multi = ", ".join(f"{n}:{servers}x{gpus}" for n, f in PRESETS.items()
+                              if "servers" in inspect.signature(f).parameters)
             raise input_error(f"'{name}' has no 'servers' key, so only '1xG' is accepted; valid keys: "
-                              f"{', '.join(keys)}", source, "servers")
+                              f"{', '.join(keys)}; for {servers} servers of {gpus} GPUs use a multi-server "
+                              f"preset: {multi}", source, "servers")
         params["gpus"] = gpus
     for item in items:
         key, eq, value = item.partition("=")
