@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._input import describe, strict_int
 from ..errors import NeedsTokenTraceError, input_error
 from .counting import _load_counts
 
@@ -75,28 +76,33 @@ class ModelSpec:
     weight_dtype: str = "bf16"
 
     def validate(self, source: str | None = None) -> None:
-        """Raise :class:`~placement.errors.PlacementInputError` naming the bad field."""
-        for name in ("num_layers", "num_experts", "top_k"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise input_error(f"must be a positive integer, got {value!r}", source, f"model.{name}")
+        """Raise :class:`~placement.errors.PlacementInputError` naming the bad field.
+
+        Integers must be integers (``True``, ``2.0`` and ``"2"`` are refused), and the sizes stay
+        within the limits of :mod:`placement.limits` (``max_layers``, ``max_experts``, ``max_top_k``).
+        """
+        from ..limits import check_limit
+
+        if not isinstance(self.name, str):
+            raise input_error(f"must be a string, got {describe(self.name)}", source, "model.name")
+        for name, lim in (("num_layers", "max_layers"), ("num_experts", "max_experts"), ("top_k", "max_top_k")):
+            value = strict_int(getattr(self, name), source, f"model.{name}", minimum=1)
+            check_limit(lim, value, source, f"model.{name}")
         for name in ("num_shared_experts", "first_moe_layer"):
+            value = strict_int(getattr(self, name), source, f"model.{name}", minimum=0)
+            check_limit("max_layers" if name == "first_moe_layer" else "max_experts", value, source, f"model.{name}")
+        strict_int(self.num_groups, source, "model.num_groups", minimum=1)
+        if self.topk_groups is not None:
+            strict_int(self.topk_groups, source, "model.topk_groups", minimum=1)
+        for name in ("hidden_size", "intermediate_size"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 0:
-                raise input_error(f"must be a non-negative integer, got {value!r}", source, f"model.{name}")
-        if self.hidden_size is not None and (not isinstance(self.hidden_size, (int, np.integer))
-                                             or self.hidden_size < 1):
-            raise input_error(f"must be a positive integer or null, got {self.hidden_size!r}", source,
-                              "model.hidden_size")
-        if self.intermediate_size is not None and (isinstance(self.intermediate_size, bool) or not isinstance(
-                self.intermediate_size, (int, np.integer)) or self.intermediate_size < 1):
-            raise input_error(f"must be a positive integer or null, got {self.intermediate_size!r}", source,
-                              "model.intermediate_size")
+            if value is not None:
+                strict_int(value, source, f"model.{name}", minimum=1, maximum=1 << 24)
         from ..costs import DTYPE_BYTES
 
-        if self.weight_dtype not in DTYPE_BYTES:
-            raise input_error(f"unknown dtype {self.weight_dtype!r}; choose one of {sorted(DTYPE_BYTES)}", source,
-                              "model.weight_dtype")
+        if not isinstance(self.weight_dtype, str) or self.weight_dtype not in DTYPE_BYTES:
+            raise input_error(f"unknown dtype {describe(self.weight_dtype)}; choose one of {sorted(DTYPE_BYTES)}",
+                              source, "model.weight_dtype")
         if self.top_k > self.num_experts:
             raise input_error(f"top_k={self.top_k} exceeds num_experts={self.num_experts}", source, "model.top_k")
         if self.num_groups < 1 or self.num_experts % self.num_groups:
@@ -381,6 +387,9 @@ def _validate(trace: Trace) -> None:
             raise input_error(f"counts must be numbers, got dtype {c.dtype}", src, "counts")
         if (c < 0).any():
             raise input_error("counts must be non-negative", src, "counts")
+        if c.max() > (1 << 62) // max(c.size, 1):
+            raise input_error(f"count {c.max():.0f} is too large: the counts must sum to less than 2**62 tokens", src,
+                              "counts")
         if c.sum() == 0:
             raise input_error("the trace is empty (all counts are zero)", src, "counts")
         object.__setattr__(trace, "counts", c.astype(np.int64, copy=False))
