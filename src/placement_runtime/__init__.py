@@ -7,7 +7,9 @@ torch nor the submodules; the names below are imported on first use.
 Modules: :mod:`.plan` (numpy routing and move plans), :mod:`.moe` (the expert-parallel layer,
 its reference and the byte counter), :mod:`.replay` (trace replay), :mod:`.relocate`
 (re-placement), :mod:`.check` (comparison with the evaluator), :mod:`.launch` (spawned ranks,
-torchrun), :mod:`.cli` (``python -m placement_runtime check``).  See ``docs/runtime.md``.
+torchrun), :mod:`.cli` (``python -m placement_runtime check``), :mod:`.record` (token traces of a
+transformers MoE model's routers, ``python -m placement_runtime record``, the ``record`` extra).
+See ``docs/runtime.md`` and ``docs/recording.md``.
 """
 
 from __future__ import annotations

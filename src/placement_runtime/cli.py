@@ -1,5 +1,8 @@
 """``python -m placement_runtime check``: replay a trace on real ranks and compare with the evaluator.
 
+(``python -m placement_runtime record`` records a transformers model's routing as a trace:
+:mod:`placement_runtime.record`.)
+
 Exit status: 0 when measured bytes equal the evaluator's and outputs equal the reference,
 1 on a mismatch, 2 on bad input (nothing is started), 3 when the run did not complete
 (a rank died, failed or passed ``--timeout``).
@@ -80,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 1e-5 fp32, 2e-2 fp16, 1e-1 bf16)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the expert weights, inputs, gates and the draws of random replica rules")
+    from . import record
+
+    r = sub.add_parser(
+        "record", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="record the router top-k of a transformers MoE model on given texts as a token trace",
+        description=record.__doc__.split("\n\n")[0] + "\n\nExit status: 0 written, 2 bad input (nothing written).",
+        epilog="examples:\n"
+               "  python -m placement_runtime record --model mistralai/Mixtral-8x7B-Instruct-v0.1 --device auto "
+               "--dtype bf16 --text prompts.txt --lines --out mixtral.npz\n"
+               "  python -m placement_runtime record --model ./my-qwen3-moe --prompt 'Hello' --out t.npz   "
+               "(see docs/recording.md)",
+    )
+    record.build_parser(r)
     sub.add_parser("_worker", add_help=False).add_argument("directory")
     return parser
 
@@ -174,6 +190,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .launch import worker_main
 
         return worker_main(args.directory)
+    if args.command == "record":
+        from .record import EXIT_INPUT as RECORD_EXIT_INPUT
+        from .record import run as record_run
+
+        try:
+            return record_run(args)
+        except PlacementInputError as exc:
+            print(f"placement_runtime record: error: {exc}", file=sys.stderr)
+            return RECORD_EXIT_INPUT
     try:
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
             return _check_torchrun(args)
