@@ -163,7 +163,7 @@ class StepTimes:
         """The phase with the largest share of the step, and its most frequent critical element."""
         i = int(np.argmax(self.phase_time.sum(axis=0)))
         names = [row[i] for row in self.critical]
-        top = max(set(names), key=names.count) if names else "-"
+        top = max(dict.fromkeys(names), key=names.count) if names else "-"  # ties: the first layer's, not set order
         return f"{PHASES[i]} ({top})"
 
 
