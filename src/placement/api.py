@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -17,14 +18,20 @@ from .evaluate import Metrics, evaluate
 from .methods import Solution, run_method
 from .stats import TraceStats
 from .trace._trace import Trace
+from .verdict import Verdict, memory_cost, verdict
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from .placement import Placement
     from .topology import Topology
+    from .trace import ModelSpec
 
-__all__ = ["solve", "compare", "metrics_table", "verdict", "as_topology", "as_stats", "parse_method_spec"]
+__all__ = ["solve", "compare", "metrics_table", "verdict", "Verdict", "memory_cost", "as_topology", "as_stats",
+           "parse_method_spec", "comparison_frame", "PLACEMENT_SUFFIXES"]
+
+#: Suffixes of placement files: an entry of :func:`compare`'s ``methods`` ending so is a file, not a method.
+PLACEMENT_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -54,8 +61,6 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 def as_topology(topology: Topology | str) -> Topology:
     """A :class:`~placement.topology.Topology` from itself, a preset spec or a YAML path."""
-    import os
-
     from .errors import input_error
     from .topology import Topology, load_topology
 
@@ -85,21 +90,29 @@ def solve(trace: Trace | TraceStats, topology: Topology | str, method: str = "co
     return run_method(method, as_stats(trace), as_topology(topology), **options)
 
 
-def metrics_table(metrics: Mapping[str, Metrics], reference: str | None = None) -> pd.DataFrame:
+def metrics_table(metrics: Mapping[str, Metrics], reference: str | None = None, *,
+                  test: Mapping[str, Metrics] | None = None) -> pd.DataFrame:
     """One row per method of every scalar metric; with ``reference``, ``<metric>/ref`` ratio columns.
 
-    Ratios are method / reference for numeric metrics (``nan`` where the reference is 0).
+    Ratios are method / reference for numeric metrics (``nan`` where the reference is 0).  ``test`` holds
+    the same placements evaluated on a held-out trace: its step time, all-to-all time and what bounds the
+    step become ``test_step_time_ms``, ``test_alltoall_time_ms`` and ``test_bound_by`` (out-of-sample).
     """
     import numpy as np
     import pandas as pd
 
     frame = pd.concat([m.to_frame(name) for name, m in metrics.items()])
+    if test is not None:
+        held = pd.concat([m.to_frame(name) for name, m in test.items()])
+        for col in ("step_time_ms", "alltoall_time_ms", "bound_by"):
+            if col in held.columns:
+                frame[f"test_{col}"] = held[col]
     if reference is not None:
         if reference not in metrics:
             raise ValueError(f"reference {reference!r} is not among the compared methods {list(metrics)}")
         ref = frame.loc[reference]
         for col in ("step_time_ms", "hop_transmissions", "server_crossings", "alltoall_time_ms", "busiest_link_MB",
-                    "load_imbalance"):
+                    "load_imbalance", "test_step_time_ms", "test_alltoall_time_ms"):
             if col not in frame.columns:
                 continue
             denom = float(ref[col])
@@ -107,68 +120,94 @@ def metrics_table(metrics: Mapping[str, Metrics], reference: str | None = None) 
     return frame
 
 
-def verdict(frame: pd.DataFrame, reference: str | None = None) -> str:
-    """One line naming the fastest placement of a :func:`compare` table by modelled step time, its ratio
-    to the reference and to the runner-up, what bounds it and its memory (slots on the fullest GPU).
-
-    Falls back to the all-to-all time for tables without the step model (coherent dispatch).
-    """
-    import numpy as np
-
-    col = "step_time_ms" if "step_time_ms" in frame.columns and np.isfinite(frame["step_time_ms"].astype(float)).all() \
-        else "alltoall_time_ms"
-    times = frame[col].astype(float)
-    order = times.sort_values(kind="stable")
-    best = order.index[0]
-    what = "step time" if col == "step_time_ms" else "all-to-all time"
-    parts = [f"fastest: {best} ({what} {times[best]:.4g} ms"]
-    if reference is not None and reference in frame.index and reference != best:
-        parts.append(f", {times[best] / times[reference]:.3f}x {reference}")
-    if len(order) > 1:
-        parts.append(f", {times[best] / times[order.index[1]]:.3f}x runner-up {order.index[1]}")
-    parts.append(")")
-    if "bound_by" in frame.columns:
-        parts.append(f"; bound by {frame.loc[best, 'bound_by']}")
-    if "max_slots_used" in frame.columns:
-        parts.append(f"; memory {int(frame.loc[best, 'max_slots_used'])} expert slots on the fullest GPU")
-    return "".join(parts)
-
-
-def compare(trace: Trace | TraceStats, topology: Topology | str, methods: Iterable[str | tuple[str, Placement]],
-            *, reference: str | None = "contiguous", dispatch: str = "origin", dedup: bool = False,
-            origins: str = "auto", hidden_size: int | None = None, dtype: str = "bf16",
-            options: Mapping[str, Mapping[str, Any]] | None = None, **serving: Any) -> pd.DataFrame:
+def compare(trace: Trace | TraceStats, topology: Topology | str,
+            methods: Iterable[str | os.PathLike[str] | tuple[str, Placement]], *,
+            reference: str | os.PathLike[str] | None = "contiguous", test_trace: Trace | None = None,
+            dispatch: str = "origin", dedup: bool = False, origins: str = "auto", hidden_size: int | None = None,
+            dtype: str = "bf16", options: Mapping[str, Mapping[str, Any]] | None = None,
+            **serving: Any) -> pd.DataFrame:
     """Solve with every method (or take given placements) and tabulate the evaluator's metrics.
 
     ``methods`` holds registry names, names with inline options such as
     ``"eplb(faithful=true, redundant=32)"`` (so one method can appear with several settings),
-    or ``(label, placement)`` pairs; ``options`` maps a method name to its options.  The
-    reference method is added when missing.  ``serving`` holds the serving-step options of
-    :func:`~placement.evaluate` (``replica``, ``transport``, ``tokens_per_step``, ``tokens_per_gpu``,
-    ``dispatch_dtype``, ``combine_dtype``, ``gpu``, ``overlap``); :func:`verdict` reads the table.
+    placement files (``.json``/``.yaml``, labelled by their stem: the deployed placement beside the
+    methods) or ``(label, placement)`` pairs; ``options`` maps a method name to its options.  The
+    reference (a method or a placement file) is added when missing.  ``serving`` holds the serving-step
+    options of :func:`~placement.evaluate` (``replica``, ``transport``, ``tokens_per_step``,
+    ``tokens_per_gpu``, ``dispatch_dtype``, ``combine_dtype``, ``gpu``, ``overlap``).
+
+    Every row also carries the placement's :func:`memory_cost` (``slots_per_gpu``, ``extra_replicas``,
+    ``replica_GB``) and, for solved methods, ``solve_s``, ``termination`` and ``gap``.  With
+    ``test_trace`` (a held-out trace of the same model) the placements, fitted to ``trace``, are also
+    evaluated on it: the ``test_*`` columns are out-of-sample.  :func:`verdict` reads the table.
     """
     stats = as_stats(trace)
     topo = as_topology(topology)
+    if test_trace is not None and not isinstance(test_trace, Trace):
+        from .errors import input_error
+
+        raise input_error(f"must be a Trace (a held-out trace of the same model), got {type(test_trace).__name__}",
+                          field="test_trace")
     options = options or {}
-    entries = list(methods)
-    names = [e if isinstance(e, str) else e[0] for e in entries]
-    if reference is not None and reference not in names:
-        entries.append(reference)
+    entries = [_entry(e) for e in methods]
+    names = [label for label, _ in entries]
+    if reference is not None:
+        ref_label, ref_what = _entry(reference)
+        if ref_label not in names:
+            entries.append((ref_label, ref_what))
+        reference = ref_label
+    if len(set(names)) != len(names):
+        from .errors import input_error
+
+        raise input_error(f"two entries share a label: {names}; give distinct methods or file names",
+                          field="methods")
     results: dict[str, Metrics] = {}
-    extra: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        if isinstance(entry, str):
-            method, inline = parse_method_spec(entry)
+    held: dict[str, Metrics] = {}
+    placements: dict[str, Placement] = {}
+    solved: dict[str, dict[str, Any]] = {}
+    kwargs = dict(dispatch=dispatch, dedup=dedup, origins=origins, hidden_size=hidden_size, dtype=dtype, **serving)
+    for name, what in entries:
+        if isinstance(what, str):
+            method, inline = parse_method_spec(what)
             sol = run_method(method, stats, topo, **{**dict(options.get(method, {})), **inline})
-            placement, name = sol.placement, entry
-            extra[name] = {"solve_s": sol.wall_time, "termination": sol.termination.value, "gap": sol.gap}
+            placements[name] = sol.placement
+            solved[name] = {"solve_s": sol.wall_time, "termination": sol.termination.value, "gap": sol.gap}
         else:
-            name, placement = entry
-            extra[name] = {}
-        results[name] = evaluate(placement, stats.trace, topo, dispatch=dispatch, dedup=dedup, origins=origins,
-                                 hidden_size=hidden_size, dtype=dtype, **serving)
+            placements[name] = what
+        results[name] = evaluate(placements[name], stats.trace, topo, **kwargs)
+        if test_trace is not None:
+            held[name] = evaluate(placements[name], test_trace, topo, **kwargs)
+    return comparison_frame(results, placements, stats.trace.model, reference,
+                            test=held if test_trace is not None else None, solved=solved)
+
+
+def comparison_frame(metrics: Mapping[str, Metrics], placements: Mapping[str, Placement], model: ModelSpec,
+                     reference: str | None = None, *, test: Mapping[str, Metrics] | None = None,
+                     solved: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """The table of :func:`compare` from evaluated placements: :func:`metrics_table` (with the ``test``
+    figures, out-of-sample), each placement's :func:`memory_cost` and, for rows in ``solved``, its
+    ``solve_s``, ``termination`` and ``gap``."""
     import pandas as pd
 
-    frame = metrics_table(results, reference)
-    solved = pd.DataFrame.from_dict(extra, orient="index")
-    return frame.join(solved) if len(solved.columns) else frame
+    frame = metrics_table(metrics, reference, test=test)
+    extra = {name: {**dict((solved or {}).get(name, {})), **memory_cost(placements[name], model)} for name in metrics}
+    return frame.join(pd.DataFrame.from_dict(extra, orient="index"))
+
+
+def _entry(entry: Any) -> tuple[str, str | Placement]:
+    """``(label, method spec or placement)`` of one entry of :func:`compare`'s ``methods``."""
+    from pathlib import Path
+
+    from .errors import input_error
+    from .placement import Placement, load_placement
+
+    if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], Placement):
+        return str(entry[0]), entry[1]
+    if isinstance(entry, (str, os.PathLike)):
+        path = Path(entry)
+        if path.suffix.lower() in PLACEMENT_SUFFIXES:
+            return path.stem, load_placement(path)
+        if isinstance(entry, str):
+            return entry, entry
+    raise input_error(f"expected a method name, a placement file or a (label, Placement) pair, got {entry!r}",
+                      field="methods")

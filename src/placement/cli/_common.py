@@ -27,7 +27,15 @@ __all__ = [
     "echo",
     "step_report",
     "json_text",
+    "FORMATS",
+    "add_format_option",
+    "markdown_table",
+    "render_comparison",
+    "load_test_trace",
 ]
+
+#: Report formats of ``--format``: ``table`` (text for a terminal), ``csv``, ``json``, ``markdown``.
+FORMATS = ("table", "csv", "json", "markdown")
 
 #: What ``register(subparsers)`` receives: the action returned by ``add_subparsers``.
 Subparsers = Any
@@ -172,3 +180,68 @@ def format_table(frame: Any) -> str:
 def echo(text: str) -> None:
     """Write ``text`` to stdout, ending it with one newline."""
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def add_format_option(p: argparse.ArgumentParser) -> None:
+    """Add ``--format`` (:data:`FORMATS`) and ``--test-trace`` (a held-out trace: out-of-sample figures)."""
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="report format on stdout: table (text), csv (the verdict goes to stderr), json (rows and "
+                        "the verdict), markdown (a table and the verdict line)")
+    p.add_argument("--test-trace", default=None,
+                   help="held-out trace of the same model: the placements fitted on --trace are also evaluated on "
+                        "it (out-of-sample figures in the table and the verdict)")
+
+
+def load_test_trace(args: argparse.Namespace, trace: Any) -> Any:
+    """The ``--test-trace`` loaded (``None`` when not given), refused unless its model has ``trace``'s shape."""
+    if args.test_trace is None:
+        return None
+    from ..trace import load_trace
+
+    test = load_trace(args.test_trace)
+    got = (test.num_layers, test.num_experts, test.top_k)
+    want = (trace.num_layers, trace.num_experts, trace.top_k)
+    if got != want:
+        raise input_error(f"has {got[0]} layers x {got[1]} experts, top-{got[2]}, but --trace has {want[0]} x "
+                          f"{want[1]}, top-{want[2]}; give a held-out trace of the same model", args.test_trace,
+                          "--test-trace")
+    return test
+
+
+def _cell(value: Any) -> str:
+    import math
+
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, (int, float)) or hasattr(value, "item"):
+        v = value.item() if hasattr(value, "item") else value
+        if isinstance(v, float):
+            return "" if not math.isfinite(v) else f"{v:.4g}"
+        return str(v)
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(frame: Any, index_label: str = "") -> str:
+    """A pandas frame as a GitHub-flavoured markdown table (floats with 4 significant digits, NaN empty)."""
+    head = [index_label, *map(str, frame.columns)]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] + ["---:"] * len(frame.columns)) + " |"]
+    for label, row in frame.iterrows():
+        lines.append("| " + " | ".join([_cell(label), *(_cell(v) for v in row.tolist())]) + " |")
+    return "\n".join(lines)
+
+
+def render_comparison(frame: Any, fmt: str, verdict: Any, extra: dict[str, Any] | None = None) -> tuple[str, str]:
+    """``(stdout, stderr)`` text of a comparison table (one row per placement) and its verdict in ``fmt``.
+
+    ``table`` and ``markdown`` put the methods in columns and end with the verdict line; ``csv`` writes the
+    rows only (the verdict goes to stderr, so that stdout parses as CSV); ``json`` writes
+    ``{**extra, "rows": {name: {...}}, "verdict": {...}}`` as strict JSON.
+    """
+    if fmt == "csv":
+        return frame.to_csv(index_label="method"), f"verdict: {verdict}"
+    if fmt == "json":
+        rows = {str(name): row.to_dict() for name, row in frame.iterrows()}
+        return json_text({**(extra or {}), "rows": rows, "verdict": verdict.as_dict()}), ""
+    if fmt == "markdown":
+        return f"{markdown_table(frame.T, 'metric')}\n\n**verdict:** {verdict}", ""
+    return f"{format_table(frame.T)}\nverdict: {verdict}", ""

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import input_error
 from ._common import (
     Formatter,
     Subparsers,
     add_eval_options,
+    add_format_option,
     check_out,
     echo,
     eval_kwargs,
     examples,
-    format_table,
+    load_test_trace,
     parse_kv,
+    render_comparison,
 )
 
 __all__ = ["register", "run", "split_methods"]
@@ -28,23 +31,29 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
         epilog=examples("placement compare --trace data/traces/deepseek-v3.npz --topology fat-tree:4x8 "
                         "--methods contiguous,round_robin,random --out cmp.csv",
                         "placement compare --trace data/traces/deepseek-v3.npz --topology fat-tree:4x8 "
-                        "--methods 'eplb,eplb(faithful=true)'"),
+                        "--methods 'eplb,eplb(faithful=true)'",
+                        "placement compare --trace day1.npz --test-trace day2.npz --topology rail:4x8 "
+                        "--methods eplb,current.json --reference current.json --format markdown"),
     )
     p.add_argument("--trace", required=True, help="trace file")
     p.add_argument("--topology", required=True, help="preset spec or YAML file")
     p.add_argument("--methods", required=True,
-                   help="comma-separated method names, each optionally with inline options: eplb(faithful=true)")
-    p.add_argument("--reference", default="contiguous", help="method the ratios are taken against")
+                   help="comma-separated method names, each optionally with inline options: eplb(faithful=true), "
+                        "and placement files (.json/.yaml, labelled by their stem): the deployed placement")
+    p.add_argument("--reference", default="contiguous",
+                   help="method or placement file the ratios are taken against")
     p.add_argument("--option", action="append", metavar="METHOD.KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", help="also write the table (.csv or .json)")
+    add_format_option(p)
     add_eval_options(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Check every method and option first, then solve, print the table and write ``--out``."""
-    from ..api import as_stats, as_topology, compare, parse_method_spec
+    from ..api import PLACEMENT_SUFFIXES, as_stats, as_topology, compare, parse_method_spec, verdict
     from ..methods import get_method
+    from ..placement import load_placement
     from ..trace import load_trace
 
     check_out(args.out, (".csv", ".json"))
@@ -58,14 +67,22 @@ def run(args: argparse.Namespace) -> int:
             raise input_error(f"expected METHOD.KEY=VALUE, got {key}={value}", field="--option")
         per_method.setdefault(method, {})[opt] = value
     for spec in [*names, args.reference]:
+        if spec.lower().endswith(PLACEMENT_SUFFIXES):
+            load_placement(spec)  # a missing or malformed file fails here, before any solve
+            continue
         name, inline = parse_method_spec(spec)
         get_method(name).parse_options({**per_method.get(name, {}), **inline})
-    frame = compare(as_stats(load_trace(args.trace)), as_topology(args.topology), names, reference=args.reference,
-                    options=per_method, **eval_kwargs(args))
-    from ..api import verdict
-
-    echo(format_table(frame.T))
-    echo(f"verdict: {verdict(frame, args.reference)}")
+    trace = load_trace(args.trace)
+    test = load_test_trace(args, trace)
+    frame = compare(as_stats(trace), as_topology(args.topology), names, reference=args.reference,
+                    test_trace=test, options=per_method, **eval_kwargs(args))
+    ref = args.reference
+    reference = Path(ref).stem if ref.lower().endswith(PLACEMENT_SUFFIXES) else ref  # a file is labelled by its stem
+    out, err = render_comparison(frame, args.format, verdict(frame, reference),
+                                 {"trace": args.trace, "test_trace": args.test_trace, "reference": reference})
+    echo(out)
+    if err:
+        _note(err)
     if args.out:
         from .._io import atomic_path
 
@@ -74,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 frame.to_csv(tmp, index_label="method")
             else:
                 frame.to_json(tmp, orient="index", indent=2)
-        echo(f"wrote {args.out}")
+        (echo if args.format == "table" else _note)(f"wrote {args.out}")
     return 0
 
 
@@ -90,3 +107,10 @@ def split_methods(text: str) -> list[str]:
             cur += ch
     out.append(cur.strip())
     return [m for m in out if m]
+
+
+def _note(text: str) -> None:
+    """A side note on stderr, keeping stdout one parseable document (csv/json/markdown formats)."""
+    import sys
+
+    sys.stderr.write(text + "\n")

@@ -9,12 +9,15 @@ from ._common import (
     Formatter,
     Subparsers,
     add_eval_options,
+    add_format_option,
     check_out,
     echo,
     eval_kwargs,
     examples,
     format_table,
+    load_test_trace,
     parse_kv,
+    render_comparison,
     step_report,
 )
 
@@ -32,6 +35,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
         epilog=examples(
             "placement solve --trace data/traces/mixtral-8x7b.npz --topology fat-tree:2x4 --method round_robin",
             "placement solve --trace t.npz --topology cluster.yaml --method random --option seed=3 --out p.json",
+            "placement solve --trace day1.npz --test-trace day2.npz --topology rail:4x8 --method eplb --format json",
         ),
     )
     p.add_argument("--trace", required=True, help="trace file (.npz, ExFlow .npy, .csv, .parquet)")
@@ -41,6 +45,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="contiguous", choices=list(METHODS), help="method to compare against")
     p.add_argument("--out", help="write the placement here (.json, .yaml, .yml)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_format_option(p)
     add_eval_options(p)
     return p
 
@@ -63,32 +68,53 @@ def run(args: argparse.Namespace) -> int:
     stats = as_stats(trace)
     solution = run_method(args.method, stats, topo, **options)
     kwargs = eval_kwargs(args)
+    test = load_test_trace(args, trace)
     mine = evaluate(solution.placement, trace, topo, **kwargs)
-    if args.baseline == args.method:
-        base = mine
-    else:
-        base = evaluate(run_method(args.baseline, stats, topo).placement, trace, topo, **kwargs)
+    base_placement = solution.placement if args.baseline == args.method else \
+        run_method(args.baseline, stats, topo).placement
+    base = mine if args.baseline == args.method else evaluate(base_placement, trace, topo, **kwargs)
+    frame = _frame(args, trace, solution, mine, base_placement, base, test, kwargs, topo)
     if args.out:
         solution.placement.save(args.out)
-    if not args.quiet:
-        echo(_report(args, trace, topo, solution, mine, base))
+    if args.quiet:
+        return 0
+    from ..api import verdict
+
+    decided = verdict(frame, args.baseline)
+    if args.format == "table":
+        echo(_report(args, trace, topo, solution, mine, base, frame))
+        echo(f"verdict: {decided}")
+        if args.out:
+            echo(f"wrote {args.out}")
+        return 0
+    out, err = render_comparison(frame, args.format, decided,
+                                 {"trace": args.trace, "test_trace": args.test_trace, "method": args.method,
+                                  "baseline": args.baseline, "solution": solution.summary(), "out": args.out})
+    echo(out)
+    if err:
+        import sys
+
+        sys.stderr.write(err + "\n")
     return 0
 
 
-def _verdict(name: str, mine: Any, base_name: str, base: Any) -> str:
-    """One line: which of the two is faster per serving step, by how much, and what bounds it."""
-    if mine.step is None or base.step is None:
-        return ""
-    a, b = mine.step.step_time, base.step.step_time
-    if name == base_name:
-        return f"verdict: {name} takes {a * 1e3:.4g} ms per serving step; bound by {mine.step.bound_by}"
-    faster, slower, ratio, bound = (name, base_name, a / b, mine.step.bound_by) if a <= b else \
-        (base_name, name, b / a, base.step.bound_by)
-    return (f"verdict: {faster} is faster than {slower} ({ratio:.3f}x the step time, in-sample: the placement was "
-            f"fitted to this trace); bound by {bound}")
+def _frame(args: argparse.Namespace, trace: Any, solution: Any, mine: Any, base_placement: Any, base: Any,
+           test: Any, kwargs: dict[str, Any], topo: Any) -> Any:
+    """The one- or two-row comparison table (method, baseline) with out-of-sample columns for ``test``."""
+    from ..api import comparison_frame
+    from ..evaluate import evaluate
+
+    metrics = {args.method: mine}
+    placements = {args.method: solution.placement}
+    if args.baseline != args.method:
+        metrics[args.baseline], placements[args.baseline] = base, base_placement
+    held = None if test is None else {n: evaluate(p, test, topo, **kwargs) for n, p in placements.items()}
+    solved = {args.method: {"solve_s": solution.wall_time, "termination": solution.termination.value,
+                            "gap": solution.gap}}
+    return comparison_frame(metrics, placements, trace.model, args.baseline, test=held, solved=solved)
 
 
-def _report(args: argparse.Namespace, trace: Any, topo: Any, solution: Any, mine: Any, base: Any) -> str:
+def _report(args: argparse.Namespace, trace: Any, topo: Any, solution: Any, mine: Any, base: Any, frame: Any) -> str:
     import pandas as pd
 
     lines = [f"trace     {trace.source}: {trace.model.name}, {trace.num_tokens} tokens, {trace.num_layers} MoE "
@@ -122,7 +148,10 @@ def _report(args: argparse.Namespace, trace: Any, topo: Any, solution: Any, mine
     lines.append(f"\nbusiest link: {mine.busiest_link} ({args.method}) vs {base.busiest_link} ({args.baseline})")
     lines.append("")
     lines.append(step_report(mine, base, args.method, args.baseline))
-    lines.append(_verdict(args.method, mine, args.baseline, base))
-    if args.out:
-        lines.append(f"wrote {args.out}")
+    if "test_step_time_ms" in frame.columns:
+        t = frame["test_step_time_ms"]
+        held = f"out-of-sample ({args.test_trace}): {args.method} {t[args.method]:.4g} ms per step"
+        if args.baseline != args.method:
+            held += f", {args.baseline} {t[args.baseline]:.4g} ms: {t[args.method] / t[args.baseline]:.3f}x"
+        lines.append(held)
     return "\n".join(lines)
