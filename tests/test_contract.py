@@ -54,7 +54,7 @@ from placement.api import as_stats
 from placement.backends import BACKENDS, ModelNotSupportedError, get_backend
 from placement.methods import run_method
 from placement.milp import relative_gap
-from placement.objectives import OBJECTIVES, objective_value
+from placement.objectives import OBJECTIVES, objective_value, step_metrics
 from placement.registry import Method
 from placement.solution import Solution, Termination
 from placement.topology import Topology, preset
@@ -175,6 +175,8 @@ def balanced_load_cap(method: Method, opts: dict, trace: Trace, topo: Topology,
             yield a
 
 
+#: methods whose objective is a sum over layers brute-forced layer by layer (placements with replicas)
+SEPARABLE: dict[str, Callable[..., float]] = {"layer-time": lambda *a: separable_optimum(*a)}
 #: methods whose feasible set is not the default :func:`per_gpu_cap` (see the module docstring)
 FEASIBLE: dict[str, Callable[..., Iterator[np.ndarray]]] = {
     "moetuner": least_deviation,
@@ -184,9 +186,42 @@ FEASIBLE: dict[str, Callable[..., Iterator[np.ndarray]]] = {
 _VALUES: dict[tuple, dict[bytes, float]] = {}
 
 
+def slot_rows(E: int, G: int, S: int) -> np.ndarray:
+    """``int [R, G, S]``: every layer of ``S`` slots per GPU holding each of ``E`` experts at least once,
+    no expert twice on one GPU, each GPU's experts increasing then empty slots (every distinct layer up to
+    the order of slots within a GPU, which no replica rule reads when a GPU holds one copy per expert)."""
+    per_gpu = [tuple(c) + (-1,) * (S - len(c)) for n in range(S + 1) for c in itertools.combinations(range(E), n)]
+    rows = np.array(list(itertools.product(per_gpu, repeat=G)), dtype=np.int64)  # [R, G, S]
+    covered = np.stack([(rows == e).any(axis=(1, 2)) for e in range(E)], axis=1).all(axis=1)
+    return rows[covered]
+
+
+def separable_optimum(method: Method, opts: dict, trace: Trace, topo: Topology, sol: Solution) -> float:
+    """Brute force of a per-layer separable objective (``step_time``: a step is the sum of its layers, each
+    layer's time depends on that layer's slots only): the sum over layers of the least value over
+    :func:`slot_rows`, every row of a layer evaluated at once as the layers of a trace repeating that layer."""
+    objective = OBJECTIVES[method.objective]
+    E, G, S = trace.num_experts, topo.num_gpus, sol.placement.slots_per_gpu
+    rows = slot_rows(E, G, S)
+    total = 0.0
+    for layer in range(trace.num_layers):
+        model = placement.ModelSpec(trace.model.name, len(rows), E, trace.top_k)
+        if trace.kind == "tokens":
+            ex = np.repeat(trace.experts[:, layer:layer + 1], len(rows), axis=1)
+            one = Trace.from_tokens(model, ex, origin=trace.origin, num_ranks=trace.num_ranks)
+        else:
+            one = Trace.from_counts(model, np.repeat(trace.counts[..., layer:layer + 1, :], len(rows), axis=-2))
+        m = step_metrics(Placement(rows, num_experts=E), one, topo, {k: v for k, v in opts.items()
+                                                                     if k in objective.reads})
+        total += float(m.step.layer_time.min())
+    return total
+
+
 def brute_force_optimum(method: Method, opts: dict, inst: str, trace: Trace, topo: Topology,
                         sol: Solution) -> float:
     """Least value of the method's objective over its feasible set (evaluator values, memoised)."""
+    if method.name in SEPARABLE:
+        return SEPARABLE[method.name](method, opts, trace, topo, sol)
     objective = OBJECTIVES[method.objective]
     key = (inst, objective.name, tuple(sorted((k, v) for k, v in opts.items() if k in objective.reads)))
     values = _VALUES.setdefault(key, {})

@@ -128,6 +128,10 @@ FORBIDDEN: dict[str, tuple[tuple[str, ...], str]] = {
     "placement.evaluate": (("placement.formulations", "placement.methods", "placement.baselines",
                             "placement.backends", "placement.milp", "placement.registry", "placement.solution",
                             "placement.api", "placement.cli"), "the evaluator is independent of every method"),
+    "placement.search": (("highspy", "ortools", "placement.methods", "placement.cli", "placement.api",
+                          "placement.backends", "placement.milp"),
+                         "the step-time search scores placements with the evaluator; it solves no MILP and never "
+                         "depends on the catalogue or the CLI"),
     "placement.trace": (("placement.stats", "placement.topology", "placement.evaluate", "placement.methods"),
                         "traces are the first layer"),
     "placement.topology": (("placement.trace", "placement.stats", "placement.evaluate", "placement.methods"),

@@ -28,6 +28,11 @@ Objectives (``options`` are the method's parsed options; defaults in brackets)
         ``hop_transmissions`` (``hops``), or seconds per token,
         ``sum traffic * seconds_per_byte * bytes_per_token / tokens`` with bf16 tokens of the
         model's hidden size (``time``).
+    ``step_time``
+        The serving-step model's seconds per step over all MoE layers, ``evaluate(...).step_time``
+        with the method's ``replica`` [``vllm``], ``transport`` [``nccl``], ``tokens_per_step`` /
+        ``tokens_per_gpu`` [0: the evaluator's default], ``dispatch_dtype`` / ``combine_dtype``
+        [``bf16``], ``gpu`` [the topology's] and ``overlap`` [off]; origins ``auto``.
     ``boundary_bottleneck``
         MoETuner's communication cost: the sum over layer boundaries ``l = 1 .. L-1`` of
         ``max_{u != v} W[u, v] * layer_traffic[l, u, v]`` (coherent dispatch, whole-trace tokens),
@@ -131,6 +136,19 @@ def coherent_cost(placement: Placement, trace: Trace, topology: Topology, option
     return _pair_cost(m, topology.seconds_per_byte) * m.bytes_per_token / max(m.num_tokens, 1)
 
 
+def step_metrics(placement: Placement, trace: Trace, topology: Topology, options: Mapping[str, Any]) -> Metrics:
+    """The evaluator's :class:`Metrics` under a ``layer-time`` method's serving options (0 / empty = default)."""
+    return evaluate(placement, trace, topology, replica=options.get("replica", "vllm"),
+                 transport=options.get("transport", "nccl"), tokens_per_step=options.get("tokens_per_step") or None,
+                 tokens_per_gpu=options.get("tokens_per_gpu") or None,
+                 dispatch_dtype=options.get("dispatch_dtype", "bf16"), combine_dtype=options.get("combine_dtype", "bf16"),
+                    gpu=options.get("gpu") or None, overlap=bool(options.get("overlap", False)))
+
+
+def step_time(placement: Placement, trace: Trace, topology: Topology, options: Mapping[str, Any]) -> float:
+    return step_metrics(placement, trace, topology, options).step_time
+
+
 def boundary_bottleneck(placement: Placement, trace: Trace, topology: Topology,
                         options: Mapping[str, Any]) -> float:
     m = evaluate(placement, trace, topology, dispatch="coherent", dedup=False, origins="auto")
@@ -179,6 +197,9 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
               "coherent dispatch: boundary_cross_fraction, hop_transmissions or seconds per token"),
     Objective("boundary_bottleneck", boundary_bottleneck, ("cost",),
               "sum over layer boundaries of the busiest weighted GPU pair (coherent dispatch)"),
+    Objective("step_time", step_time, ("replica", "transport", "tokens_per_step", "tokens_per_gpu", "dispatch_dtype",
+                                       "combine_dtype", "gpu", "overlap"),
+              "the serving-step model's seconds per step over all MoE layers (evaluate(...).step_time)"),
 )}
 
 

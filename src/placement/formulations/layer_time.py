@@ -1,8 +1,8 @@
 """``layer-time``: the fast path of the placement that minimises the MoE layer time, with replicas.
 
-Status: this module holds the *fast path* only (numpy, for online rebalancing); the exact path
-(a MILP on the serving-step model with a proven bound) is not built yet, so the method makes no
-optimality claim (termination ``heuristic``) and reports no objective.
+This module holds the *fast path* (numpy, for online rebalancing): the ``layer-time`` method's
+``solver="fast"`` and the starts of its search (:mod:`placement.search.method`), and
+:func:`rebalance`, the EPLB-compatible entry point.
 
 The fast path (per layer, vectorised over layers)
 -------------------------------------------------
@@ -35,22 +35,13 @@ Lower bound
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from ..errors import input_error
 from ..placement import Placement
-from ..registry import Method, Option, register
-from ..solution import Solution, Termination, make_solution
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..stats import TraceStats
-    from ..topology import Topology
 
 __all__ = ["rebalance", "replica_counts", "grouped_counts", "group_nodes", "pack", "load_lower_bound",
-           "slot_loads", "layer_time_method"]
+           "slot_loads"]
 
 #: Swap rounds of the refinement per call at most (each round improves every layer that can improve).
 MAX_SWAP_ROUNDS = 200
@@ -266,45 +257,3 @@ def _place(w: np.ndarray, P: int, G: int, N: int, groups: int) -> tuple[np.ndarr
         return pack(w, count, G, N, P // G, node_of_expert=node_of_expert), count
     count = replica_counts(w, P)
     return pack(w, count, G, N, P // G), count
-
-
-def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1, solver: str = "fast") -> Solution:
-    """The fast path: replica counts, node-then-GPU packing and swaps on the trace's expert loads."""
-    t0 = time.perf_counter()
-    if solver != "fast":
-        raise input_error("only solver='fast' exists yet (the exact path is not built)", field="solver")
-    trace = stats.trace
-    E, G = trace.num_experts, topology.num_gpus
-    if redundant < -1:
-        raise input_error(f"must be >= 0, or -1 for at least one extra replica per GPU, got {redundant}",
-                          field="redundant")
-    if redundant == -1:
-        redundant = G + (-(E + G)) % G
-    P = E + redundant
-    if P % G:
-        raise input_error(f"{E} experts + {redundant} redundant = {P} slots do not divide over {G} GPUs; choose "
-                          f"redundant so that experts + redundant is a multiple of {G}", field="redundant")
-    servers = topology.num_servers
-    nodes = servers if G % servers == 0 and np.all(np.bincount(topology.server_of) == G // servers) else 1
-    w = stats.load.astype(np.float64)
-    slots, count = _place(w, P, G, nodes, trace.model.num_groups)
-    placement = Placement(slots, num_experts=E, metadata={"method": "layer-time", "solver": solver,
-                                                          "num_replicas": P})
-    share = w / count
-    load = slot_loads(slots, share).sum(axis=2)  # [L, G]
-    ratio = load.max(axis=1) / np.maximum(load_lower_bound(w, count, G), 1e-300)
-    info = {"redundant": redundant, "nodes": nodes, "groups": trace.model.num_groups,
-            "max_load_over_bound_median": float(np.median(ratio)),
-            "max_load_over_bound_worst": float(ratio.max()),
-            "note": "fast path only; even split over replicas assumed (vllm, trtllm)"}
-    return make_solution(placement, "layer-time", termination=Termination.HEURISTIC,
-                         wall_time=time.perf_counter() - t0, info=info)
-
-
-register(Method("layer-time", "fast path of the least-layer-time placement: D'Hondt replica counts, node-then-GPU "
-                "packing, swaps against the busiest GPU (exact path not built yet)",
-                "placement.formulations.layer_time:layer_time_method", needs="load", kind="baseline",
-                options=(Option("redundant", int, -1, "extra replicas per layer (-1: at least one per GPU, rounded "
-                                "up so slots divide over GPUs)", minimum=-1),
-                         Option("solver", str, "fast", "fast (numpy heuristic); the exact path is not built yet",
-                                choices=("fast",)))))

@@ -472,15 +472,15 @@ def _build(graph: Any, *, name: str, source: str) -> Topology:
 
     hops = _hop_matrix(N, ea, eb, edge_free, gpu_node)
 
-    # one route per GPU pair: lexicographic (hops, links, sum of 1/bandwidth) as one float weight
+    # one route per GPU pair: lexicographic (hops, links, sum of 1/bandwidth) as one float weight; among
+    # equally good next hops a switch picks by destination (D-mod-k, :func:`_destination_routes`)
     scale_links = float(N)
     scale_hops = float(N) * float(N)
     inv_bw = arc_bw.min() / arc_bw  # in (0, 1]: a route of < N links sums to < N = scale_links
     weight = arc_hop * scale_hops + scale_links + inv_bw
     wmat = sp.csr_matrix((weight, (arc_src, arc_dst)), shape=(N, N))
-    _, pred = csgraph.dijkstra(wmat, directed=True, indices=gpu_node, return_predecessors=True)
-
-    route_rows, route_arcs = _walk_routes(pred, gpu_node, arc_src, arc_dst, N)
+    to_gpu = csgraph.dijkstra(wmat.T.tocsr(), directed=True, indices=gpu_node)  # [G, N] distance to each GPU
+    route_rows, route_arcs = _destination_routes(to_gpu, weight, gpu_node, arc_src, arc_dst)
     route_matrix = sp.csr_matrix((np.ones(route_rows.size), (route_rows, route_arcs)), shape=(G * G, 2 * E))
     route_matrix.sum_duplicates()
     route_matrix.sort_indices()
@@ -530,36 +530,49 @@ def _hop_matrix(N: int, ea: np.ndarray, eb: np.ndarray, edge_free: np.ndarray,
     return np.ascontiguousarray(hops, dtype=np.float64)
 
 
-def _walk_routes(pred: np.ndarray, gpu_node: np.ndarray, arc_src: np.ndarray, arc_dst: np.ndarray,
-                 N: int) -> tuple[np.ndarray, np.ndarray]:
-    """Walk the predecessor trees of all ``G*G`` GPU pairs at once, one link per step.
+def _destination_routes(to_gpu: np.ndarray, weight: np.ndarray, gpu_node: np.ndarray, arc_src: np.ndarray,
+                        arc_dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Route every GPU pair hop by hop, a switch choosing among equally good next hops by destination.
 
-    ``pred`` is ``int32 [G, N]`` (dijkstra from each GPU).  Returns the (row, arc) entries of the
-    route matrix, ``int64 [nnz]`` each; row ``u*G + v`` lists the arcs from GPU ``u`` to GPU ``v``.
+    ``to_gpu float64 [G, N]`` is each node's distance to each GPU under ``weight [A]``.  At a node, the
+    out-arcs on a shortest path to GPU ``v`` are taken in the order of their far ends, and arc number
+    ``v mod count`` carries the traffic for ``v``: the destination-based ("D-mod-k") spreading of
+    InfiniBand fat-tree routing (OpenSM's ``ftree`` engine) and, in expectation over flows, of ECMP
+    hashing.  Without it every pair of leaves would share one spine, the first the search found.
+    Returns the (row, arc) entries of the route matrix, ``int64 [nnz]`` each; row ``u*G + v`` lists the
+    arcs from GPU ``u`` to GPU ``v``.
     """
     G = gpu_node.size
-    # the arc entering each node of each shortest-path tree, looked up once: pred_arc [G, N]
-    keys = arc_src.astype(np.int64) * N + arc_dst
-    key_order = np.argsort(keys, kind="stable")
-    pred_arc = np.full(pred.shape, -1, dtype=np.int64)
-    has_pred = pred >= 0
-    target = np.broadcast_to(np.arange(N, dtype=np.int64), pred.shape)[has_pred]
-    wanted = pred[has_pred].astype(np.int64) * N + target
-    pred_arc[has_pred] = key_order[np.searchsorted(keys[key_order], wanted)]
-
+    N = to_gpu.shape[1]
+    order = np.lexsort((arc_dst, arc_src))  # arcs by (tail, head)
+    src_sorted = arc_src[order].astype(np.int64)
+    tol = 1e-9 * max(1.0, float(np.nanmax(np.where(np.isfinite(to_gpu), to_gpu, 0.0))))
+    next_arc = np.full((G, N), -1, dtype=np.int64)  # [v, node] the arc a node sends v's traffic on
+    for v in range(G):
+        dist = to_gpu[v]
+        tight = np.abs(weight[order] + dist[arc_dst[order]] - dist[src_sorted]) <= tol
+        tight &= np.isfinite(dist[src_sorted])
+        arcs, tails = order[tight], src_sorted[tight]
+        if not arcs.size:
+            continue
+        start = np.r_[0, np.flatnonzero(tails[1:] != tails[:-1]) + 1]
+        count = np.diff(np.r_[start, tails.size])
+        pick = start + v % count
+        next_arc[v, tails[pick]] = arcs[pick]
     pair = np.arange(G * G, dtype=np.int64)
-    src = pair // G
-    cur = gpu_node[pair % G].astype(np.int64)
+    dst = pair % G
+    cur = gpu_node[pair // G].astype(np.int64)
     rows: list[np.ndarray] = []
-    arcs: list[np.ndarray] = []
-    active = pair[src != pair % G]
-    while active.size:
-        arc = pred_arc[src[active], cur[active]]
+    cols: list[np.ndarray] = []
+    active = pair[pair // G != dst]
+    for _ in range(N):
+        if not active.size:
+            break
+        arc = next_arc[dst[active], cur[active]]
         rows.append(active)
-        arcs.append(arc)
-        prev = arc_src[arc]
-        cur[active] = prev
-        active = active[prev != gpu_node[src[active]]]
+        cols.append(arc)
+        cur[active] = arc_dst[arc]
+        active = active[cur[active] != gpu_node[dst[active]]]
     row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    col = np.concatenate(arcs) if arcs else np.zeros(0, dtype=np.int64)
+    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
     return row, col

@@ -1,0 +1,281 @@
+"""Local search on the serving-step model: exchange slots between GPUs while a layer gets faster.
+
+Every layer is searched at once (layers are independent in the step model).  One *round*:
+
+1. **Guide.** For each layer still searched, read what bounds it in the current placement (the
+   evaluator's critical link of the slower communication phase, or the slowest GPU) and rank every
+   exchange of two slots on different GPUs (an empty slot is an item of no load; a replica never
+   lands on a GPU that already holds its expert) by a linear estimate of what it does to that bound:
+   the selections that cross the critical link (even split over replicas), or the busiest GPU's load.
+   Re-targets follow: a spare replica (its expert keeps another) or an empty slot takes one of the
+   hottest experts per replica, or a spare replica is dropped (fewer weights to read on a
+   memory-bound GPU); then exchanges without an improving estimate fill ``width``.
+2. **Decide.** Apply the ``k``-th move of every layer, ``k = 0 .. width - 1``, one evaluator
+   call per ``k`` (the exact step-model figure, all layers in one call), and keep per layer the
+   fastest if it beats the current layer time by more than ``1e-9`` relative.
+3. A layer with no improving exchange in ``patience`` rounds in a row is finished.
+
+The estimates only order the candidates; the evaluator decides, so the search never accepts a
+change the step model does not confirm.  ``max_moves [L]`` bounds, per layer, how many experts may
+leave the GPUs they hold in ``origin`` (the migration budget); exchanges that would exceed it are not
+ranked.  ``load_cap [L]`` bounds each GPU's selections (even split over replicas): an exchange that
+would raise a GPU above it is not ranked.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .objective import StepObjective
+
+__all__ = ["SearchResult", "improve", "moved_experts"]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What :func:`improve` ends with.
+
+    Attributes
+    ----------
+    slots:
+        ``int64 [L, G, S]`` the improved placement.
+    layer_time:
+        ``float64 [L]`` its evaluator seconds per layer.
+    rounds, evaluations:
+        Search rounds run and evaluator calls made.
+    timed_out:
+        The time limit stopped the search before every layer finished.
+    """
+
+    slots: np.ndarray
+    layer_time: np.ndarray
+    rounds: int
+    evaluations: int
+    timed_out: bool
+
+
+def moved_experts(slots: np.ndarray, origin: np.ndarray, num_experts: int) -> np.ndarray:
+    """``int64 [L]``: experts of each layer whose set of GPUs differs between ``slots`` and ``origin``
+    (both ``int [L, G, S]``; an expert that gains, loses or changes a replica counts once)."""
+    return _holds(slots, num_experts).__ne__(_holds(origin, num_experts)).any(axis=1).sum(axis=1)
+
+
+def _holds(slots: np.ndarray, E: int) -> np.ndarray:
+    """``bool [L, E, G]``: GPU ``g`` holds a replica of expert ``e`` in layer ``l``."""
+    L, G, S = slots.shape
+    out = np.zeros((L, E + 1, G), dtype=bool)
+    out[np.repeat(np.arange(L), G * S), (slots + 1).reshape(L, -1).ravel(),
+        np.tile(np.repeat(np.arange(G), S), L)] = True
+    return out[:, 1:]
+
+
+def _copies(slots_l: np.ndarray, E: int) -> np.ndarray:
+    """``float64 [G, E]`` replicas of each expert on each GPU (one layer)."""
+    G, S = slots_l.shape
+    h = np.zeros((G, E + 1))
+    np.add.at(h, (np.repeat(np.arange(G), S), slots_l.ravel() + 1), 1.0)
+    return h[:, 1:]
+
+
+class _Guide:
+    """Per-topology tables the ranking needs."""
+
+    def __init__(self, objective: StepObjective) -> None:
+        topo = objective.topology
+        self.G = topo.num_gpus
+        self.arc_index = {name: i for i, name in enumerate(topo.arc_names)}
+        self.route_csc = topo.route_matrix.tocsc()
+        setup = objective.setup
+        bw = topo.arc_bandwidth
+        self.sec_per_token = (setup.dispatch_wire.bytes_per_token / bw, setup.combine_wire.bytes_per_token / bw)
+
+    def pairs(self, arc: int) -> np.ndarray:
+        """``bool [G, G]``: the (sender, receiver) pairs whose route uses ``arc``."""
+        rows = self.route_csc.indices[self.route_csc.indptr[arc]:self.route_csc.indptr[arc + 1]]
+        m = np.zeros(self.G * self.G, dtype=bool)
+        m[rows] = True
+        return m.reshape(self.G, self.G)
+
+
+def _rank(slots_l: np.ndarray, sent_l: np.ndarray, step: dict, guide: _Guide, cap: float,
+          allowed_movers: np.ndarray | None, width: int) -> list[tuple]:
+    """About ``width`` moves of one layer: exchanges ``("x", g1, s1, g2, s2)`` with an improving estimate,
+    best first, then re-targets ``("r", g, s, expert or -1)``, then the other exchanges."""
+    G, S = slots_l.shape
+    E = sent_l.shape[1]
+    h = _copies(slots_l, E)  # [G, E]
+    count = np.maximum(h.sum(axis=0), 1.0)  # [E]
+    total = sent_l.sum(axis=0)  # [E]
+    e = slots_l.ravel()  # [P]
+    P = e.size
+    live = e >= 0
+    ec = np.maximum(e, 0)
+    g_of = np.repeat(np.arange(G), S)
+    item = np.where(live, total[ec] / count[ec], 0.0)  # selections each slot serves (even split)
+    gpu_load = np.bincount(g_of, weights=item, minlength=G)
+    # estimate of the bound: the critical link of the slower phase (seconds), or the busiest GPU (selections)
+    score = np.zeros((P, P))
+    if step["kind"] == "link":
+        arc, phase = step["arc"], step["phase"]
+        pairs = guide.pairs(arc)  # [u, v] dispatch pairs over the arc
+        weight = guide.sec_per_token[phase][arc]
+        if phase == 0:  # dispatch u -> g crosses the arc
+            A = pairs.T.astype(np.float64) @ sent_l  # [g, e] selections of e headed to g over the arc
+        else:  # combine g -> u crosses the arc
+            A = pairs.astype(np.float64) @ sent_l
+        move = (A[:, ec].T - A[g_of, ec][:, None]) / count[ec][:, None]  # [P, G]: slot i's expert moved to GPU g
+        move = np.where(live[:, None], move, 0.0) * weight
+        score = move[:, g_of] + move[:, g_of].T
+    # load after the exchange on the two GPUs
+    d = item[:, None] - item[None, :]  # load leaving g1 (slot i) minus arriving (slot j)
+    new1 = gpu_load[g_of][:, None] - d
+    new2 = gpu_load[g_of][None, :] + d
+    peak = gpu_load.max()
+    if step["kind"] == "gpu":
+        top = int(np.argmax(gpu_load))
+        on_top = g_of == top
+        score = np.where(on_top[:, None], np.maximum(new1, new2) - peak, np.inf)
+    limit = max(cap, peak) if step["kind"] == "link" else cap
+    bad = (g_of[:, None] == g_of[None, :]) | (~live[:, None] & ~live[None, :])
+    bad |= (np.maximum(new1, new2) > limit * (1 + 1e-12)) & (d != 0)
+    # no second replica of an expert on one GPU
+    held = h > 0
+    bad |= live[:, None] & held[g_of[None, :], ec[:, None]] & (e[:, None] != e[None, :])
+    bad |= live[None, :] & held[g_of[:, None], ec[None, :]] & (e[:, None] != e[None, :])
+    bad |= e[:, None] == e[None, :]
+    if allowed_movers is not None:
+        bad |= ~allowed_movers[:, None] | ~allowed_movers[None, :]
+    score = np.where(bad, np.inf, score)
+    score = np.triu(score, 1) + np.tril(np.full((P, P), np.inf))
+    flat = score.ravel()
+    finite = np.flatnonzero(np.isfinite(flat))
+    first = finite[np.argsort(flat[finite], kind="stable")]
+    moves: list[tuple] = []
+    for b in first[flat[first] < 0][:width]:
+        i, j = divmod(int(b), P)
+        moves.append(("x", i // S, i % S, j // S, j % S))
+    # re-target a slot: a spare replica (its expert keeps another) or an empty slot takes another expert, or
+    # a spare replica is dropped; ranked after the improving exchanges (no linear estimate)
+    spare = live & (count[ec] >= 2) | ~live
+    if allowed_movers is not None:
+        spare &= allowed_movers
+    hot = np.argsort(-(total / count), kind="stable")[: E if width >= P * P else 4]
+    retarget: list[tuple] = []
+    order = np.argsort(-gpu_load[g_of], kind="stable")  # busiest GPUs' slots first
+    for i in order[spare[order]]:
+        g, sl = divmod(int(i), S)
+        if live[i]:
+            retarget.append(("r", g, sl, -1))
+        for x in hot:
+            if not held[g, x] and x != e[i] and gpu_load[g] - item[i] + total[x] / (count[x] + 1) <= cap:
+                retarget.append(("r", g, sl, int(x)))
+    moves += retarget[: max(0, width - len(moves)) + 2]
+    if width >= P * P:  # a small layer: its whole neighbourhood
+        moves += retarget[max(0, width - len(moves)) + 2:]
+    for b in first[flat[first] >= 0][: max(0, width - len(moves))]:
+        i, j = divmod(int(b), P)
+        moves.append(("x", i // S, i % S, j // S, j % S))
+    return moves
+
+
+def _apply(slots_l: np.ndarray, move: tuple) -> None:
+    """Apply one move to ``slots_l int [G, S]`` in place."""
+    if move[0] == "x":
+        _, g1, s1, g2, s2 = move
+        slots_l[g1, s1], slots_l[g2, s2] = slots_l[g2, s2], slots_l[g1, s1]
+    else:
+        _, g, sl, x = move
+        slots_l[g, sl] = x
+
+
+def _bottleneck(st, layer: int, guide: _Guide, overlap: bool) -> dict:
+    d, c, comp = st.phase_time[layer]
+    if (comp >= max(d, c) and not overlap) or (overlap and comp >= d + c):
+        return {"kind": "gpu"}
+    phase = 0 if d >= c else 1
+    name = st.critical[layer][0 if phase == 0 else 2]
+    if name not in guide.arc_index:
+        return {"kind": "gpu"}
+    return {"kind": "link", "arc": guide.arc_index[name], "phase": phase}
+
+
+def improve(objective: StepObjective, slots: np.ndarray, *, time_limit: float = 60.0, width: int | None = None,
+            patience: int = 2, max_rounds: int = 10_000, load_cap: np.ndarray | None = None,
+            origin: np.ndarray | None = None, max_moves: np.ndarray | None = None,
+            deadline: float | None = None) -> SearchResult:
+    """Improve ``slots int [L, G, S]`` on ``objective`` (module docstring); stops at ``time_limit`` seconds.
+
+    ``width``: moves evaluated per layer and round (default: every move of a layer of at most 16 slots,
+    else 6)."""
+    t0 = time.perf_counter()
+    end = deadline if deadline is not None else t0 + time_limit
+    slots = np.array(slots, dtype=np.int64, copy=True)
+    L, G, S = slots.shape
+    E = objective.trace.num_experts
+    guide = _Guide(objective)
+    if width is None:  # a layer of at most 16 slots gets its whole neighbourhood each round, else the 6 best
+        width = (G * S) ** 2 if G * S <= 16 else 6
+    overlap = objective.setup.overlap
+    cap = np.full(L, np.inf) if load_cap is None else np.asarray(load_cap, dtype=np.float64)
+    st, best = objective.assess(slots)
+    stale = np.zeros(L, dtype=np.int64)
+    active = np.ones(L, dtype=bool)
+    rounds = 0
+    timed_out = False
+    while active.any() and rounds < max_rounds:
+        if time.perf_counter() >= end:
+            timed_out = True
+            break
+        rounds += 1
+        cands: list[list[tuple]] = [[] for _ in range(L)]
+        for layer in np.flatnonzero(active):
+            movers = None
+            if origin is not None and max_moves is not None:
+                movers = _movers(slots[layer], origin[layer], E, int(max_moves[layer]))
+            cands[layer] = _rank(slots[layer], objective.sent[layer], _bottleneck(st, layer, guide, overlap),
+                                 guide, float(cap[layer]), movers, width)
+        depth = max((len(c) for c in cands), default=0)
+        if depth == 0:
+            break
+        best_slots = slots.copy()
+        improved = np.zeros(L, dtype=bool)
+        new_best = best.copy()
+        for k in range(depth):
+            if time.perf_counter() >= end:
+                timed_out = True
+                break
+            trial = slots.copy()
+            touched = np.zeros(L, dtype=bool)
+            for layer in range(L):
+                if k < len(cands[layer]):
+                    _apply(trial[layer], cands[layer][k])
+                    touched[layer] = True
+            times = objective.layer_times(trial)
+            better = touched & (times < new_best * (1 - 1e-9))
+            best_slots[better] = trial[better]
+            new_best[better] = times[better]
+            improved |= better
+        if origin is not None and max_moves is not None:
+            over = moved_experts(best_slots, origin, E) > max_moves
+            best_slots[over], new_best[over], improved[over] = slots[over], best[over], False
+        slots, best = best_slots, new_best
+        stale = np.where(improved, 0, stale + 1)
+        active &= stale < patience
+        if improved.any():
+            st, best = objective.assess(slots)
+    return SearchResult(slots=slots, layer_time=best, rounds=rounds, evaluations=objective.evaluations[0],
+                        timed_out=timed_out)
+
+
+def _movers(slots_l: np.ndarray, origin_l: np.ndarray, E: int, budget: int) -> np.ndarray:
+    """``bool [P]``: slots whose expert may take part in an exchange: all while the layer has budget for two
+    more moved experts, else only experts already moved (moving them again costs nothing more)."""
+    moved = _holds(slots_l[None], E)[0] != _holds(origin_l[None], E)[0]  # [E, G]
+    moved_e = moved.any(axis=1)
+    if moved_e.sum() + 2 <= budget:
+        return np.ones(slots_l.size, dtype=bool)
+    e = slots_l.ravel()
+    return (e < 0) | moved_e[np.maximum(e, 0)]

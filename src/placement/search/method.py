@@ -1,0 +1,254 @@
+"""The ``layer-time`` method: least serving-step time with replicas, for the replica rule that will run.
+
+Decisions: how many replicas each expert gets (within ``redundant`` extra slots per layer), where
+each lives, and -- through the stack's ``replica`` rule, which the placement is optimised *for* --
+which replica serves which token.  Objective: the serving-step model's seconds per step summed over
+MoE layers (:func:`placement.evaluate`'s ``step_time`` with the same ``replica``, ``transport``,
+``tokens_per_*``, wire dtypes, ``gpu`` and ``overlap``); the reported objective *is* that figure.
+
+``solver="fast"``
+    The numpy fast path (:mod:`placement.formulations.layer_time`): D'Hondt replica counts,
+    group-aware node packing, GPU LPT and swaps; tens of milliseconds; evaluated once.
+``solver="search"`` (default)
+    Seeds, per layer, with the fastest of several starts under the step model (the fast path with
+    and without group-aware packing, DeepSeek's EPLB hierarchical and global policies with the same
+    slots, and the fast path and contiguous layout without extra replicas, their spare slots left
+    empty), then runs the evaluator-scored local search of :mod:`placement.search.local` until no
+    layer improves or ``time_limit`` seconds pass.  Because every start is scored exactly and the
+    search only accepts what the evaluator confirms, the result is never slower than any start on
+    the trace it was fitted to (in-sample).  No optimality claim (termination ``heuristic``, no bound).
+
+Options beyond the step model's
+    ``current`` (a placement file) with ``max_moves`` (experts per layer that may change GPUs,
+    ``-1`` unlimited): the migration budget; the search starts from ``current`` and only exchanges
+    that keep each layer within the budget are ranked, and the answer reports the experts moved
+    and the bytes of weights that moves.  ``windows = K`` fits ``K`` successive windows of the trace
+    at once (load shift): ``robust="mean"`` minimises the mean step time, ``"max"`` per layer the
+    worst window (an upper bound of the worst window's step time).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import input_error
+from ..formulations.layer_time import _place, load_lower_bound, pack, replica_counts, slot_loads
+from ..placement import Placement, load_placement
+from ..registry import Method, Option, register
+from ..solution import Solution, Termination, make_solution
+from .local import improve, moved_experts
+from .objective import StepObjective
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..stats import TraceStats
+    from ..topology import Topology
+    from ..trace import Trace
+
+__all__ = ["layer_time_method", "MultiObjective", "window_traces"]
+
+
+class MultiObjective:
+    """Several :class:`StepObjective` at once (load shift): per-layer ``mean`` or ``max`` of their layer
+    times; the first objective's figures guide the search."""
+
+    def __init__(self, objectives: list[StepObjective], robust: str) -> None:
+        self.objectives = objectives
+        self.robust = robust
+        first = objectives[0]
+        self.trace, self.topology, self.setup = first.trace, first.topology, first.setup
+        self.sent = np.mean([o.sent for o in objectives], axis=0)
+        self.evaluations = [0]
+
+    def times(self, slots: np.ndarray, routing: np.ndarray | None = None):
+        self.evaluations[0] += 1
+        return self.objectives[0].times(slots, routing)
+
+    def layer_times(self, slots: np.ndarray, routing: np.ndarray | None = None) -> np.ndarray:
+        self.evaluations[0] += len(self.objectives)
+        per = np.stack([o.layer_times(slots, routing) for o in self.objectives])
+        return per.mean(axis=0) if self.robust == "mean" else per.max(axis=0)
+
+    def assess(self, slots: np.ndarray):
+        """``(the first window's step times, float64 [L] the combined objective per layer)``."""
+        per = [o.times(slots) for o in self.objectives]
+        self.evaluations[0] += len(per)
+        stack = np.stack([st.layer_time for st in per])
+        return per[0], stack.mean(axis=0) if self.robust == "mean" else stack.max(axis=0)
+
+
+def window_traces(trace: Trace, windows: int) -> list[Trace]:
+    """``windows`` successive, equal slices of a token trace (the remainder is dropped)."""
+    from ..trace import Trace as _Trace
+
+    experts = trace.require_tokens("windows (load shift)")
+    n = experts.shape[0] // windows
+    if n < 1:
+        raise input_error(f"the trace holds {experts.shape[0]} tokens, fewer than windows={windows}", trace.source,
+                          "windows")
+    out = []
+    for w in range(windows):
+        sl = slice(w * n, (w + 1) * n)
+        out.append(_Trace.from_tokens(trace.model, experts[sl],
+                                      weights=None if trace.weights is None else trace.weights[sl],
+                                      origin=None if trace.origin is None else trace.origin[sl],
+                                      num_ranks=trace.num_ranks, source=f"{trace.source}[window {w}]"))
+    return out
+
+
+def _nodes(topology: Topology) -> int:
+    G, servers = topology.num_gpus, topology.num_servers
+    even = G % servers == 0 and np.all(np.bincount(topology.server_of) == G // servers)
+    return servers if even else 1
+
+
+def _seeds(w: np.ndarray, E: int, G: int, P: int, nodes: int, groups: int) -> dict[str, np.ndarray]:
+    """Starting placements ``int64 [L, G, P / G]`` (spare slots empty)."""
+    from ..baselines.eplb import rebalance_experts
+
+    L = w.shape[0]
+    S = P // G
+    seeds: dict[str, np.ndarray] = {}
+    seeds["fast"] = _place(w, P, G, nodes, groups)[0]
+    seeds["fast-node-blind"] = pack(w, replica_counts(w, P), G, nodes, S)
+    for name, g in (("eplb-hierarchical", groups), ("eplb-global", 1)):
+        if nodes > 1 and g > 1 and g % nodes:
+            continue
+        res = rebalance_experts(w, P, max(g, 1), nodes if g > 1 else 1, G)
+        seeds[name] = np.asarray(res.slots(G), dtype=np.int64)
+    if E % G == 0 and P > E:
+        base = E // G
+        pad = np.full((L, G, S - base), -1, dtype=np.int64)
+        seeds["fast-no-redundant"] = np.concatenate([_place(w, E, G, nodes, groups)[0], pad], axis=2)
+        contiguous = np.broadcast_to(np.arange(E).reshape(1, G, base), (L, G, base))
+        seeds["contiguous"] = np.concatenate([contiguous, pad], axis=2)
+    return seeds
+
+
+def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1, solver: str = "search",
+                      replica: str = "vllm", transport: str = "nccl", tokens_per_step: int = 0,
+                      tokens_per_gpu: int = 0, dispatch_dtype: str = "bf16", combine_dtype: str = "bf16",
+                      gpu: str = "", overlap: bool = False, time_limit: float = 60.0, current: str = "",
+                      max_moves: int = -1, windows: int = 1, robust: str = "mean") -> Solution:
+    """The ``layer-time`` method (module docstring)."""
+    t0 = time.perf_counter()
+    trace = stats.trace
+    E, G, L = trace.num_experts, topology.num_gpus, trace.num_layers
+    if redundant == -1:
+        redundant = G + (-(E + G)) % G
+    P = E + redundant
+    if P % G:
+        raise input_error(f"{E} experts + {redundant} redundant = {P} slots do not divide over {G} GPUs; choose "
+                          f"redundant so that experts + redundant is a multiple of {G}", field="redundant")
+    serving = {"replica": replica, "transport": transport, "tokens_per_step": tokens_per_step or None,
+               "tokens_per_gpu": tokens_per_gpu or None, "dispatch_dtype": dispatch_dtype,
+               "combine_dtype": combine_dtype, "gpu": gpu or None, "overlap": overlap}
+    if replica == "split":
+        raise input_error("layer-time optimises for a stack's own replica rule; 'split' (own routing fractions) "
+                          "is not built yet: choose vllm, trtllm, sglang-static, sglang-dynamic or nearest",
+                          field="replica")
+    if max_moves >= 0 and not current:
+        raise input_error("max_moves bounds the experts that move from the deployed placement; give it with "
+                          "current=<placement file>", field="max_moves")
+    nodes = _nodes(topology)
+    w = stats.load.astype(np.float64)
+    info: dict = {"redundant": redundant, "nodes": nodes, "groups": trace.model.num_groups, "solver": solver,
+                  **{k: v for k, v in serving.items() if v is not None}}
+    origin = None
+    if current:
+        deployed = load_placement(current)
+        if deployed.slots.shape[:2] != (L, G) or deployed.num_experts != E:
+            raise input_error(f"the deployed placement is {deployed.num_layers} layers x {deployed.num_gpus} GPUs x "
+                              f"{deployed.num_experts} experts; this solve is {L} x {G} x {E}", current, "slots")
+        if deployed.slots_per_gpu != P // G:
+            raise input_error(f"the deployed placement has {deployed.slots_per_gpu} slots per GPU; this solve has "
+                              f"{P // G} (redundant={redundant}); set redundant={deployed.slots_per_gpu * G - E}",
+                              current, "slots_per_gpu")
+        origin = deployed.slots.astype(np.int64)
+    traces = window_traces(trace, windows) if windows > 1 else [trace]
+    objectives = [StepObjective.build(t, topology, **serving) for t in traces]
+    objective = objectives[0] if len(objectives) == 1 else MultiObjective(objectives, robust)
+    termination = Termination.HEURISTIC
+    if solver == "fast":
+        slots = origin if origin is not None and max_moves == 0 else _place(w, P, G, nodes, trace.model.num_groups)[0]
+        if origin is not None and max_moves >= 0 and (moved_experts(slots, origin, E) > max_moves).any():
+            raise input_error("solver='fast' re-places every layer and cannot keep a migration budget; use "
+                              "solver='search'", field="max_moves")
+        times = objective.layer_times(slots)
+    else:
+        if origin is not None:
+            start = origin
+        else:
+            seeds = _seeds(w, E, G, P, nodes, trace.model.num_groups)
+            per = {name: objective.layer_times(s) for name, s in seeds.items()}
+            names = list(seeds)
+            table = np.stack([per[n] for n in names])  # [seeds, L]
+            pick = np.argmin(table, axis=0)
+            start = np.stack([seeds[names[pick[lay]]][lay] for lay in range(L)])
+            info["seeds"] = {n: float(per[n].sum()) for n in names}
+            info["seed_of_layer"] = {n: int((pick == i).sum()) for i, n in enumerate(names)}
+        remaining = time_limit - (time.perf_counter() - t0)
+        budget = None if max_moves < 0 else np.full(L, max_moves)
+        res = improve(objective, start, time_limit=max(0.0, remaining), origin=origin, max_moves=budget)
+        slots, times = res.slots, res.layer_time
+        info.update({"rounds": res.rounds, "evaluations": objective.evaluations[0], "timed_out": res.timed_out})
+        if res.timed_out:
+            termination = Termination.TIME_LIMIT
+    if origin is not None:
+        moved = moved_experts(slots, origin, E)
+        expert_bytes = objectives[0].setup.expert.weight_bytes if objectives[0].setup.expert is not None else 0
+        info.update({"experts_moved": int(moved.sum()), "experts_moved_max_layer": int(moved.max()),
+                     "bytes_moved": float(_bytes_moved(slots, origin, E) * expert_bytes)})
+    placement = Placement(slots, num_experts=E, metadata={"method": "layer-time", "solver": solver,
+                                                          "num_replicas": P, **{k: v for k, v in serving.items()
+                                                                                if v is not None}})
+    count = np.maximum(placement.num_replicas(), 1)
+    share = w / count
+    load = slot_loads(slots, share).sum(axis=2)
+    ratio = load.max(axis=1) / np.maximum(load_lower_bound(w, count, G), 1e-300)
+    info.update({"max_load_over_bound_median": float(np.median(ratio)),
+                 "max_load_over_bound_worst": float(ratio.max())})
+    if len(objectives) > 1:
+        info.update({"windows": windows, "robust": robust})
+    objective_value = float(times.sum())
+    return make_solution(placement, "layer-time", termination=termination, objective=objective_value,
+                         wall_time=time.perf_counter() - t0, info=info)
+
+
+def _bytes_moved(slots: np.ndarray, origin: np.ndarray, E: int) -> int:
+    """Replicas that a GPU must load: expert copies present in ``slots`` on a GPU that did not hold them."""
+    from .local import _holds
+
+    return int((_holds(slots, E) & ~_holds(origin, E)).sum())
+
+
+_RULES = ("vllm", "trtllm", "sglang-static", "sglang-dynamic", "nearest", "split")
+register(Method(
+    "layer-time", "least serving-step time with replicas, for the stack's replica rule and transport "
+    "(evaluator-scored search from EPLB and fast-path starts)",
+    "placement.search.method:layer_time_method", needs="load", kind="formulation", objective="step_time",
+    options=(Option("redundant", int, -1, "extra replicas per layer (-1: at least one per GPU, rounded up so slots "
+                    "divide over GPUs)", minimum=-1),
+             Option("solver", str, "search", "fast (numpy, ~25 ms) or search (evaluator-scored local search)",
+                    choices=("fast", "search")),
+             Option("replica", str, "vllm", "the serving stack's replica rule the placement is for",
+                    choices=_RULES),
+             Option("transport", str, "nccl", "how tokens move: nccl, deepep, deepep-ll",
+                    choices=("nccl", "deepep", "deepep-ll")),
+             Option("tokens_per_step", int, 0, "tokens of one serving step over all GPUs (0: tokens_per_gpu)",
+                    minimum=0),
+             Option("tokens_per_gpu", int, 0, "tokens per GPU per step (0: the evaluator's default)", minimum=0),
+             Option("dispatch_dtype", str, "bf16", "wire dtype of dispatch (e.g. fp8)"),
+             Option("combine_dtype", str, "bf16", "wire dtype of combine"),
+             Option("gpu", str, "", "GPU model for expert compute (empty: the topology's)"),
+             Option("overlap", bool, False, "two micro-batches overlap communication and compute"),
+             Option("time_limit", float, 60.0, "seconds for the search", minimum=0),
+             Option("current", str, "", "the deployed placement file (migration budget)"),
+             Option("max_moves", int, -1, "experts per layer that may change GPUs from current (-1: any)",
+                    minimum=-1),
+             Option("windows", int, 1, "fit this many successive windows of the trace at once (load shift)",
+                    minimum=1),
+             Option("robust", str, "mean", "over windows: mean step time, or per layer the worst window",
+                    choices=("mean", "max")))))

@@ -1,0 +1,101 @@
+"""The ``layer-time`` method's search (placement.search): the objective is the evaluator's step time, every
+start is matched or beaten per layer, the migration budget holds, windows fit load shift, and ECMP-free
+fat-tree routes no longer put every pair of leaves on one spine."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import placement
+from placement import Placement, evaluate
+from placement.api import as_stats, solve
+from placement.errors import PlacementInputError
+from placement.search.local import moved_experts
+from placement.search.method import window_traces
+from placement.search.objective import StepObjective
+from placement.topology import preset
+from placement.trace.synthesize import MODEL_PRESETS, synthesize
+
+SERVING = {"replica": "vllm", "transport": "deepep", "dispatch_dtype": "fp8"}
+
+
+@pytest.fixture(scope="module")
+def case():
+    spec = dataclasses.replace(MODEL_PRESETS["deepseekmoe-16b"].spec, num_layers=3)
+    trace = synthesize(spec, 1024, seed=4, num_ranks=8, skew=1.0)
+    return trace, preset("fat-tree:2x4")
+
+
+def test_objective_is_the_evaluators_step_time_and_beats_every_start(case):
+    trace, topo = case
+    sol = solve(trace, topo, "layer-time", time_limit=20, **SERVING)
+    m = evaluate(sol.placement, trace, topo, **SERVING)
+    assert sol.objective == pytest.approx(m.step_time, rel=1e-12)
+    # each start is a whole placement the search could have returned: the answer is no slower than any
+    for name, total in sol.info["seeds"].items():
+        assert sol.objective <= total * (1 + 1e-12), name
+    eplb = solve(trace, topo, "eplb").placement
+    assert sol.objective <= evaluate(eplb, trace, topo, **SERVING).step_time * (1 + 1e-12)
+
+
+def test_step_objective_matches_evaluate_per_layer(case):
+    trace, topo = case
+    p = solve(trace, topo, "eplb").placement
+    obj = StepObjective.build(trace, topo, **SERVING)
+    np.testing.assert_allclose(obj.layer_times(p.slots), evaluate(p, trace, topo, **SERVING).step.layer_time,
+                               rtol=1e-12)
+    # the guidance counts are the trace's selections per sender, scaled to one serving step
+    assert obj.sent.sum() == pytest.approx(obj.setup.tokens_per_step * trace.top_k * trace.num_layers)
+
+
+def test_migration_budget(case, tmp_path):
+    trace, topo = case
+    current = solve(trace, topo, "contiguous").placement
+    E, G = trace.num_experts, topo.num_gpus
+    # contiguous has E / G slots per GPU: the deployed layout fixes redundant = 0
+    path = tmp_path / "current.json"
+    current.save(path)
+    base = evaluate(current, trace, topo, **SERVING).step_time
+    frozen = solve(trace, topo, "layer-time", current=str(path), max_moves=0, redundant=0, **SERVING)
+    assert frozen.info["experts_moved"] == 0
+    assert np.array_equal(frozen.placement.slots, current.slots)
+    some = solve(trace, topo, "layer-time", current=str(path), max_moves=4, redundant=0, time_limit=20, **SERVING)
+    moved = moved_experts(some.placement.slots, current.slots.astype(np.int64), E)
+    assert moved.max() <= 4 and some.info["experts_moved"] == moved.sum()
+    assert some.info["bytes_moved"] > 0 and some.objective < base
+    with pytest.raises(PlacementInputError, match="slots per GPU"):
+        solve(trace, topo, "layer-time", current=str(path), **SERVING)  # default redundant: 1 slot per GPU more
+    with pytest.raises(PlacementInputError, match="current="):
+        solve(trace, topo, "layer-time", max_moves=3, **SERVING)
+    assert G == 8
+
+
+def test_windows_fit_the_mean_over_successive_windows(case):
+    trace, topo = case
+    sol = solve(trace, topo, "layer-time", windows=2, time_limit=20, **SERVING)
+    parts = window_traces(trace, 2)
+    mean = np.mean([evaluate(sol.placement, t, topo, **SERVING).step_time for t in parts])
+    assert sol.objective == pytest.approx(mean, rel=1e-12)
+    worst = solve(trace, topo, "layer-time", windows=2, robust="max", time_limit=20, **SERVING)
+    per = [evaluate(worst.placement, t, topo, **SERVING).step.layer_time for t in parts]
+    assert worst.objective == pytest.approx(np.max(per, axis=0).sum(), rel=1e-12)
+
+
+def test_fast_solver_reports_the_evaluators_figure(case):
+    trace, topo = case
+    sol = solve(trace, topo, "layer-time", solver="fast", **SERVING)
+    assert sol.objective == pytest.approx(evaluate(sol.placement, trace, topo, **SERVING).step_time, rel=1e-12)
+
+
+def test_fat_tree_spreads_leaf_pairs_over_spines():
+    # D-mod-k: leaf-to-spine arcs of a non-blocking fat-tree carry equally many GPU pairs; before, every pair of
+    # leaves shared the first spine the shortest-path search found
+    topo = preset("fat-tree:4x8")
+    pairs = np.diff(topo.route_matrix.tocsc().indptr)
+    spine = np.array(topo.arc_tier) == "spine"
+    # 4 servers, 2 per leaf: 2 leaves; each sends 16 x 16 pairs to the other over 8 spines = 32 per up-arc
+    assert pairs[spine].min() == pairs[spine].max() == 16 * 16 // 8
+    assert np.array_equal(topo.hops, preset("fat-tree:4x8").hops)
