@@ -205,15 +205,19 @@ def separable_optimum(method: Method, opts: dict, trace: Trace, topo: Topology, 
     rows = slot_rows(E, G, S)
     total = 0.0
     for layer in range(trace.num_layers):
-        model = placement.ModelSpec(trace.model.name, len(rows), E, trace.top_k)
-        if trace.kind == "tokens":
-            ex = np.repeat(trace.experts[:, layer:layer + 1], len(rows), axis=1)
-            one = Trace.from_tokens(model, ex, origin=trace.origin, num_ranks=trace.num_ranks)
-        else:
-            one = Trace.from_counts(model, np.repeat(trace.counts[..., layer:layer + 1, :], len(rows), axis=-2))
-        m = step_metrics(Placement(rows, num_experts=E), one, topo, {k: v for k, v in opts.items()
-                                                                     if k in objective.reads})
-        total += float(m.step.layer_time.min())
+        least = math.inf
+        for a in range(0, len(rows), 2048):  # batches of rows stay within the trace's layer limit
+            batch = rows[a:a + 2048]
+            model = placement.ModelSpec(trace.model.name, len(batch), E, trace.top_k)
+            if trace.kind == "tokens":
+                ex = np.repeat(trace.experts[:, layer:layer + 1], len(batch), axis=1)
+                one = Trace.from_tokens(model, ex, origin=trace.origin, num_ranks=trace.num_ranks)
+            else:
+                one = Trace.from_counts(model, np.repeat(trace.counts[..., layer:layer + 1, :], len(batch), axis=-2))
+            m = step_metrics(Placement(batch, num_experts=E), one, topo,
+                             {k: v for k, v in opts.items() if k in objective.reads})
+            least = min(least, float(m.step.layer_time.min()))
+        total += least
     return total
 
 
