@@ -194,8 +194,6 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         res = improve(objective, start, time_limit=max(0.0, remaining), origin=origin, max_moves=budget)
         slots, times = res.slots, res.layer_time
         info.update({"rounds": res.rounds, "evaluations": objective.evaluations[0], "timed_out": res.timed_out})
-        if res.timed_out:
-            termination = Termination.TIME_LIMIT
     if origin is not None:
         moved = moved_experts(slots, origin, E)
         expert_bytes = objectives[0].setup.expert.weight_bytes if objectives[0].setup.expert is not None else 0
