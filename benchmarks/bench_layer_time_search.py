@@ -1,0 +1,176 @@
+"""``layer-time`` (the evaluator-scored search) against the project's other methods, in one run.
+
+Run: ``python benchmarks/bench_layer_time_search.py [--section compare|balance|deepep|migration|shift ...]``.
+
+Every figure is the serving-step model's (``placement.evaluate(...).step_time``) on 32 GPUs with fp8
+dispatch and bf16 combine, printed as a ratio to EPLB's (hierarchical when the groups divide over the
+nodes, else global; same slots: one extra replica per GPU) measured in the same run.  The bundled traces
+are small (2048 DeepSeek-V3 tokens), so unless a section says otherwise the figures are **in-sample**:
+each placement is fitted to the trace it is scored on.  ``shift`` scores out of sample.
+
+Sections
+    ``compare``  step time of each method / EPLB per trace, preset and replica rule (NCCL transport), and
+                 max GPU load / EPLB's.  ``--slow`` adds transmission-load, alltoall-time (heuristic) and exflow.
+    ``balance``  no redundant experts: max GPU load / the lower bound ``max(mean, hottest expert)``, median
+                 and worst layer (layer-time's search for balance is its ``fast`` start plus the search).
+    ``deepep``   DeepEP on 4 and 8 nodes: cross-node (NIC tier) bytes and step time / EPLB's.
+    ``migration`` a placement fitted to the first half of the trace, re-fitted to the second half with at
+                 most B experts per layer moving: step time on the second half / the unchanged placement's.
+    ``shift``    fit on the first half, score on the second (out of sample): single fit vs ``windows=2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import placement
+from placement.api import solve
+from placement.search.method import window_traces
+
+TRACES = {"deepseek-v3": "deepseek-v3", "qwen3": "qwen3-235b-a22b", "deepseekmoe": "deepseekmoe-16b"}
+PRESETS = ("fat-tree:4x8", "sparse-fat-tree:4x8", "rail:4x8",
+           "dragonfly:groups=2,routers_per_group=2,servers_per_router=1,gpus=8", "nvl72:racks=2,gpus=16")
+WIRE = {"dispatch_dtype": "fp8", "combine_dtype": "bf16"}
+
+
+def trace_of(name: str) -> placement.Trace:
+    from placement import data
+
+    return data.trace(TRACES[name])
+
+
+def step(p, trace, topo, **serving) -> float:
+    return placement.evaluate(p, trace, topo, **serving, **WIRE).step_time
+
+
+def max_load(p, trace, topo) -> float:
+    return float(placement.evaluate(p, trace, topo).gpu_load.max(axis=1).mean())
+
+
+def compare(args) -> None:
+    methods = ["contiguous", "round_robin", "eplb-global", "eplb", "layer-time"]
+    if args.slow:
+        methods[4:4] = ["transmission-load", "alltoall-time", "exflow"]
+    print(f"{'trace':<12}{'preset':<22}{'rule':<14}" + "".join(f"{m[:12]:>13}" for m in methods) + f"{'load/eplb':>10}")
+    worst = []
+    for tname in args.traces:
+        trace = trace_of(tname)
+        for topo in args.presets:
+            for rule in ("vllm", "sglang-static"):
+                serving = {"replica": rule, "transport": "nccl"}
+                times, loads = {}, {}
+                for m in methods:
+                    if m == "eplb-global":
+                        p = solve(trace, topo, "eplb", num_groups=1).placement
+                    elif m == "layer-time":
+                        p = solve(trace, topo, "layer-time", time_limit=args.time_limit, **serving, **WIRE).placement
+                    elif m == "alltoall-time":
+                        p = solve(trace, topo, m, solver="heuristic", time_limit=args.time_limit).placement
+                    elif m == "exflow":
+                        p = solve(trace, topo, m, time_limit=args.time_limit).placement
+                    else:
+                        p = solve(trace, topo, m).placement
+                    times[m] = step(p, trace, topo, **serving)
+                    loads[m] = max_load(p, trace, topo)
+                others = min(v for k, v in times.items() if k != "layer-time")
+                worst.append(times["layer-time"] / others)
+                short = topo.split(":")[0] if "=" in topo else topo
+                print(f"{tname:<12}{short:<22}{rule:<14}" + "".join(f"{times[m] / times['eplb']:>13.4f}"
+                                                                      for m in methods)
+                      + f"{loads['layer-time'] / loads['eplb']:>10.3f}", flush=True)
+    print(f"layer-time / best other method: median {np.median(worst):.4f}, worst {max(worst):.4f} "
+          f"({sum(w < 1 for w in worst)} of {len(worst)} below every other method)")
+
+
+def balance(args) -> None:
+    from placement.formulations.layer_time import load_lower_bound
+
+    print(f"{'trace':<12}{'gpus':>5}{'method':<12}{'median':>9}{'worst':>9}")
+    for tname in args.traces:
+        trace = trace_of(tname)
+        w = placement.stats.TraceStats(trace).load.astype(float)
+        for topo in ("fat-tree:4x8", "fat-tree:8x8"):
+            for m, opts in (("eplb", {"redundant": 0}), ("layer-time", {"redundant": 0, "solver": "fast"})):
+                p = solve(trace, topo, m, **opts).placement
+                load = placement.evaluate(p, trace, topo).gpu_load  # [L, G]
+                bound = load_lower_bound(w, np.ones_like(w), p.num_gpus)
+                r = load.max(axis=1) / bound
+                print(f"{tname:<12}{p.num_gpus:>5} {m:<12}{np.median(r):>9.4f}{r.max():>9.4f}", flush=True)
+
+
+def deepep(args) -> None:
+    print(f"{'trace':<12}{'preset':<16}{'nic bytes/eplb':>16}{'step/eplb':>11}{'load/eplb':>11}")
+    for tname in args.traces:
+        trace = trace_of(tname)
+        for topo in ("fat-tree:4x8", "fat-tree:8x8"):
+            serving = {"replica": "sglang-static", "transport": "deepep"}
+            out = {}
+            for m in ("eplb", "layer-time"):
+                opts = dict(serving, **WIRE, time_limit=args.time_limit) if m == "layer-time" else {}
+                p = solve(trace, topo, m, **opts).placement
+                st = placement.evaluate(p, trace, topo, **serving, **WIRE)
+                out[m] = (st.step.tier_bytes.get("nic", 0.0), st.step_time, max_load(p, trace, topo))
+            e, lt = out["eplb"], out["layer-time"]
+            print(f"{tname:<12}{topo:<16}{lt[0] / e[0]:>16.4f}{lt[1] / e[1]:>11.4f}{lt[2] / e[2]:>11.3f}", flush=True)
+
+
+def migration(args) -> None:
+    serving = {"replica": "vllm", "transport": "nccl"}
+    topo = "rail:4x8"
+    for tname in args.traces:
+        trace = trace_of(tname)
+        first, second = window_traces(trace, 2)
+        deployed = solve(first, topo, "eplb").placement
+        base = step(deployed, second, topo, **serving)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "current.json"
+            deployed.save(path)
+            print(f"{tname}: step on the drifted half / unchanged placement, by experts allowed to move per layer")
+            for budget in (0, 8, 32, 128, -1):
+                sol = solve(second, topo, "layer-time", current=str(path), max_moves=budget,
+                            time_limit=args.time_limit, **serving, **WIRE)
+                label = "all" if budget < 0 else str(budget)
+                print(f"  B={label:>4}: {step(sol.placement, second, topo, **serving) / base:.4f}  moved "
+                      f"{sol.info['experts_moved']} experts ({sol.info['bytes_moved'] / 1e9:.1f} GB)", flush=True)
+
+
+def shift(args) -> None:
+    serving = {"replica": "vllm", "transport": "nccl"}
+    topo = "rail:4x8"
+    print(f"{'trace':<12}{'fit':<22}{'in-sample':>10}{'out-of-sample':>14}  (step / EPLB fitted on the first half)")
+    for tname in args.traces:
+        trace = trace_of(tname)
+        first, second = window_traces(trace, 2)
+        eplb = solve(first, topo, "eplb").placement
+        ref_in, ref_out = step(eplb, first, topo, **serving), step(eplb, second, topo, **serving)
+        for label, opts in (("layer-time", {}), ("layer-time windows=2", {"windows": 2})):
+            sol = solve(first, topo, "layer-time", time_limit=args.time_limit, **opts, **serving, **WIRE)
+            print(f"{tname:<12}{label:<22}{step(sol.placement, first, topo, **serving) / ref_in:>10.4f}"
+                  f"{step(sol.placement, second, topo, **serving) / ref_out:>14.4f}", flush=True)
+
+
+SECTIONS = {"compare": compare, "balance": balance, "deepep": deepep, "migration": migration, "shift": shift}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--section", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    parser.add_argument("--traces", nargs="+", default=list(TRACES), choices=list(TRACES))
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--time-limit", type=float, default=30.0)
+    parser.add_argument("--slow", action="store_true", help="also transmission-load, alltoall-time, exflow")
+    args = parser.parse_args()
+    for name in args.section:
+        t0 = time.perf_counter()
+        print(f"== {name}")
+        SECTIONS[name](args)
+        print(f"   ({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
