@@ -69,12 +69,11 @@ def test_round_trip_gives_the_same_slots(tmp_path, replicated, fmt):
     assert back.num_experts == 12 and back.num_gpus == 8
 
 
-def test_vllm_and_eplb_round_trip_empty_slots(tmp_path, with_empty):
-    for fmt in ("vllm-json", "eplb-json"):
-        path = _path(tmp_path, fmt)
-        export_placement(with_empty, path, fmt)
-        back = import_placement(path, fmt, num_experts=4)
-        assert back.same_as(with_empty), fmt
+def test_eplb_round_trips_empty_slots(tmp_path, with_empty):
+    path = _path(tmp_path, "eplb-json")
+    export_placement(with_empty, path, "eplb-json")
+    back = import_placement(path, "eplb-json", num_experts=4)
+    assert np.array_equal(back.slots, with_empty.slots)
 
 
 # ------------------------------------------------------------------------------------------ shapes
@@ -182,12 +181,13 @@ def _no_files_but(tmp_path, *names):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
-@pytest.mark.parametrize("fmt", ["sglang-json", "trtllm-yaml"])
+@pytest.mark.parametrize("fmt", ["sglang-json", "trtllm-yaml", "vllm-ascend"])
 def test_empty_slots_are_refused_without_a_file(tmp_path, with_empty, fmt):
     path = _path(tmp_path, fmt)
     with pytest.raises(PlacementInputError) as err:
-        export_placement(with_empty, path, fmt)
+        export_placement(with_empty, path, fmt, first_moe_layer=0)
     assert "empty slot" in str(err.value) and err.value.field == "slots" and err.value.source == str(path)
+    assert str(err.value).endswith("or export to eplb-json (no serving stack reads it)")  # not vllm-ascend
     _no_files_but(tmp_path)
 
 
@@ -269,23 +269,31 @@ def test_bad_vllm_maps(tmp_path):
     path = tmp_path / "map.json"
     path.write_text(json.dumps({"moe_layer_count": 1}))
     with pytest.raises(PlacementInputError, match="non-empty 'layer_list'") as err:
-        import_placement(path, "vllm-json")
+        import_placement(path, "vllm-ascend")
     assert err.value.field == "layer_list"
     layer = {"layer_id": 0, "device_count": 2,
              "device_list": [{"device_id": 0, "device_expert": [0]}, {"device_id": 0, "device_expert": [1]}]}
     path.write_text(json.dumps({"moe_layer_count": 1, "layer_list": [layer]}))
-    with pytest.raises(PlacementInputError, match="device_id 0 must be a distinct") as err:
-        import_placement(path, "vllm-json")
+    with pytest.raises(PlacementInputError, match="device_id 0 is not its position 1; vllm-ascend reads") as err:
+        import_placement(path, "vllm-ascend")
     assert err.value.field == "layer_list[0].device_list[1].device_id"
     layer["device_list"][1] = {"device_id": 1, "device_expert": [2]}
     path.write_text(json.dumps({"moe_layer_count": 1, "layer_list": [layer]}))
     with pytest.raises(PlacementInputError, match="expert 1 of layer 0 is on no GPU"):
-        import_placement(path, "vllm-json")
+        import_placement(path, "vllm-ascend")
+    layer["device_list"][1] = {"device_id": 1, "device_expert": [1, 2]}  # lists of unequal length
+    path.write_text(json.dumps({"moe_layer_count": 1, "layer_list": [layer]}))
+    with pytest.raises(PlacementInputError, match=r"devices x experts per device differ \[\(2, 1\), \(2, 2\)\]"):
+        import_placement(path, "vllm-ascend")
+    layer["device_list"] = [{"device_expert": [0, 0]}, {"device_expert": [1, 2]}]  # a repeat on one device
+    path.write_text(json.dumps({"moe_layer_count": 1, "layer_list": [layer]}))
+    with pytest.raises(PlacementInputError, match="GPU 0 holds two replicas of expert 0 at MoE layer 0"):
+        import_placement(path, "vllm-ascend")
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(PlacementInputError, match="file not found"):
-        import_placement(tmp_path / "nope.json", "vllm-json")
+        import_placement(tmp_path / "nope.json", "vllm-ascend")
 
 
 def test_pt_without_torch_names_the_runtime_extra(tmp_path, replicated, monkeypatch):

@@ -5,6 +5,7 @@ replicated placement, so the expected trace is known exactly."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -110,7 +111,9 @@ def test_per_token_dump_gives_the_token_trace(tmp_path, trace, p2l):
 def test_per_token_dump_with_model_and_json(tmp_path, trace, p2l):
     files = _detail_dumps(tmp_path, trace, p2l, per_token=True, suffix=".json")
     got = load_sglang_dump(files, model=trace.model)
-    assert got.model == trace.model
+    # the dump's rows are the hidden layers: the spec gains the layout it did not know
+    assert got.model == replace(trace.model, num_hidden_layers=H)
+    assert got.model.layout().moe_layers == tuple(range(FIRST, FIRST + L))
     assert np.array_equal(np.sort(got.experts, axis=2),
                           np.sort(np.concatenate([_by_rank(trace, r) for r in range(R)]), axis=2))
 
@@ -281,3 +284,73 @@ def test_model_preset_by_name_cuts_dense_layers(tmp_path):
     np.save(path, counts)
     got = load_expert_load(path, model="deepseek-v3")
     assert got.counts.shape == (58, 256) and got.top_k == 8 and got.model.name == "deepseek-v3"
+
+
+# ----------------------------------------------------------------------------------- recorder modes
+def _pass_dumps(tmp_path, counts_of_rank: list[np.ndarray], p2l) -> list:
+    files = []
+    for rank, count in enumerate(counts_of_rank):
+        path = tmp_path / f"rec_{rank}.pt"
+        torch.save({"records": [{"forward_pass_id": 0, "rank": rank, "gatherer_key": "primary",
+                                 "global_physical_count": torch.from_numpy(count)}],
+                    "last_physical_to_logical_map": torch.from_numpy(p2l)}, path)
+        files.append(path)
+    return files
+
+
+def _all_physical_counts(trace, p2l) -> np.ndarray:
+    """``[H, P]`` physical-slot counts of every token of the trace."""
+    phys = _physical(trace, p2l)
+    return np.stack([np.bincount(phys[h][phys[h] >= 0], minlength=p2l.shape[1]) for h in range(H)])
+
+
+def test_deepep_low_latency_per_pass_is_detected_and_gives_no_origins(tmp_path, trace, p2l):
+    # DeepEP low-latency: rank r counts what its own slots [r * P / R, (r + 1) * P / R) received, from every rank
+    total = _all_physical_counts(trace, p2l)
+    S = p2l.shape[1] // R
+    received = [np.where(np.arange(p2l.shape[1]) // S == r, total, 0) for r in range(R)]
+    files = _pass_dumps(tmp_path, received, p2l)
+    got = load_sglang_dump(files, top_k=K)
+    assert got.metadata["recorded"] == "received" and got.metadata["recorded_detected"]
+    assert got.counts.shape == (L, E) and got.num_ranks is None  # origins are not invented
+    assert np.array_equal(got.counts, trace.layer_counts())
+    # read as senders (forced), every token would look local: what the import refuses to assume
+    forced = load_sglang_dump(files, top_k=K, recorded="sent")
+    assert forced.counts.shape == (R, L, E) and forced.metadata["recorded"] == "sent"
+
+
+def test_tensor_parallel_attention_per_pass_and_per_token_keep_one_copy(tmp_path, trace, p2l):
+    total = _all_physical_counts(trace, p2l)
+    got = load_sglang_dump(_pass_dumps(tmp_path, [total, total], p2l), top_k=K)
+    assert got.metadata["recorded"] == "replicated" and got.counts.shape == (L, E)
+    assert np.array_equal(got.counts, trace.layer_counts())  # not twice the tokens
+    phys = _physical(trace, p2l)
+    files = []
+    for rank in range(R):
+        path = tmp_path / f"tok_{rank}.pt"
+        torch.save({"records": [{"rank": rank, "topk_ids_of_layer": torch.from_numpy(phys)}],
+                    "last_physical_to_logical_map": torch.from_numpy(p2l)}, path)
+        files.append(path)
+    tokens = load_sglang_dump(files)
+    assert tokens.metadata["recorded"] == "replicated" and tokens.origin is None
+    assert np.array_equal(tokens.experts, trace.experts)
+    with pytest.raises(PlacementInputError, match="per_token dumps record the tokens each rank routes"):
+        load_sglang_dump(files, recorded="received")
+
+
+def test_undecidable_or_contradicted_recorder_modes_are_refused(tmp_path, trace, p2l):
+    total = _all_physical_counts(trace, p2l)
+    files = _detail_dumps(tmp_path, trace, p2l, per_token=False)  # senders: ranks differ, counts everywhere
+    assert load_sglang_dump(files, top_k=K).metadata["recorded"] == "sent"
+    with pytest.raises(PlacementInputError, match="the ranks recorded different counts") as err:
+        load_sglang_dump(files, top_k=K, recorded="replicated")
+    assert err.value.field == "recorded"
+    three = _pass_dumps(tmp_path, [total, total // 2, total - total // 2], p2l)  # 12 slots over 3 ranks: fine
+    assert load_sglang_dump(three, top_k=K).metadata["recorded"] == "sent"
+    five = _pass_dumps(tmp_path, [total // 5 + (r == 0) * (total % 5) for r in range(5)], p2l)
+    with pytest.raises(PlacementInputError, match="12 physical slots do not divide over the 5 ranks recorded.*"
+                       "pass recorded='sent' or 'received'"):
+        load_sglang_dump(five, top_k=K)
+    assert load_sglang_dump(five, top_k=K, recorded="received").counts.shape == (L, E)
+    with pytest.raises(PlacementInputError, match=r"no records of rank\(s\) \[0\]"):
+        load_sglang_dump(five[1:2], top_k=K)

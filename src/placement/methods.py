@@ -44,5 +44,13 @@ def run_method(name: str, stats: TraceStats, topology: Topology, **options: Any)
         value = getattr(solution, key)
         if value is not None and math.isfinite(value):
             meta[key] = value
-    return replace(solution, placement=replace(solution.placement, metadata=meta),
+    layout = solution.placement.layout or _trace_layout(stats, solution.placement.num_layers)
+    return replace(solution, placement=replace(solution.placement, metadata=meta, layout=layout),
                    wall_time=solution.wall_time or elapsed)
+
+
+def _trace_layout(stats: TraceStats, num_layers: int) -> Any:
+    """The layer layout of the trace's model (``None`` when unknown): placements carry it to the exports."""
+    trace = getattr(stats, "trace", None)
+    layout = trace.model.layout() if trace is not None else None
+    return layout if layout is not None and layout.num_moe_layers == num_layers else None

@@ -11,7 +11,11 @@ Files are JSON or YAML with a schema version and the metadata of what produced t
 
     {"schema": "placement/1", "num_layers": 2, "num_experts": 4, "num_gpus": 2,
      "slots_per_gpu": 2, "slots": [[[0, 1], [2, 3]], [[0, 2], [1, 3]]],
-     "metadata": {"method": "contiguous", ...}}
+     "metadata": {"method": "contiguous", ...},
+     "layout": {"model": "m", "hidden_size": 4096, "num_hidden_layers": 3, "moe_layers": [1, 2]}}
+
+``layout`` (optional; files without it have an unknown layout) says which hidden layer each MoE
+layer is (:class:`~placement.layout.LayerLayout`); exports that index hidden layers use it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 
 from ._io import atomic_write_text
 from .errors import input_error
+from .layout import LayerLayout
 
 __all__ = ["Placement", "load_placement", "SCHEMA"]
 
@@ -51,6 +56,10 @@ class Placement:
         ``[l, u, e, :]`` sums to 1 over the expert's replicas and is 0 beyond them.  What the
         ``split`` replica rule of the evaluator follows (SGLang's LP dispatch, our optimiser);
         ``None`` when the serving stack's own rule decides.
+    layout:
+        Optional :class:`~placement.layout.LayerLayout`: the model, and the hidden-layer index of each
+        MoE layer (its ``moe_layers`` has ``layers`` entries); ``None`` when unknown.  Placements
+        solved from a trace whose model knows its layout carry it.
 
     Examples
     --------
@@ -67,6 +76,7 @@ class Placement:
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
     routing: np.ndarray | None = field(default=None, repr=False)
+    layout: LayerLayout | None = None
 
     def __post_init__(self) -> None:
         slots = np.asarray(self.slots)
@@ -95,6 +105,12 @@ class Placement:
         object.__setattr__(self, "num_experts", E)
         if self.routing is not None:
             object.__setattr__(self, "routing", self._checked_routing(self.routing))
+        if self.layout is not None:
+            if not isinstance(self.layout, LayerLayout):
+                raise input_error(f"must be a LayerLayout, got {type(self.layout).__name__}", src, "layout")
+            if self.layout.num_moe_layers != slots.shape[0]:
+                raise input_error(f"lists {self.layout.num_moe_layers} MoE layers, but the placement has "
+                                  f"{slots.shape[0]}", src, "layout.moe_layers")
 
     def _checked_routing(self, routing: Any) -> np.ndarray:
         src = self.source
@@ -270,6 +286,7 @@ class Placement:
             "slots": self.slots.tolist(),
             "metadata": _jsonable(self.metadata),
             **({"routing": self.routing.tolist()} if self.routing is not None else {}),
+            **({"layout": self.layout.to_dict()} if self.layout is not None else {}),
         }
 
     @classmethod
@@ -293,8 +310,9 @@ class Placement:
         metadata = data.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise input_error("must be a mapping", source, "metadata")
+        layout = None if data.get("layout") is None else LayerLayout.from_dict(data["layout"], source)
         return cls(slots=slots, num_experts=int(data["num_experts"]), metadata=metadata, source=source,
-                   routing=data.get("routing"))
+                   routing=data.get("routing"), layout=layout)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write JSON (``.json``) or YAML (``.yaml``/``.yml``) atomically."""

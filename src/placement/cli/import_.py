@@ -16,7 +16,7 @@ __all__ = ["register", "run"]
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     """Add ``placement import`` to the CLI's subparsers; its description lists the formats."""
-    from ..interop import PLACEMENT_FORMATS, TRACE_FORMATS
+    from ..interop import FORMAT_ALIASES, PLACEMENT_FORMATS, TRACE_FORMATS
 
     listing = "\n".join(f"  {name:<12} trace      {summary}" for name, summary in TRACE_FORMATS.items())
     listing += "\n" + "\n".join(f"  {name:<12} placement  {f.summary}" for name, f in PLACEMENT_FORMATS.items())
@@ -31,35 +31,47 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
             "--model deepseek-v3 --out load.npz",
             "placement import --format sglang-dump rec_*_0.pt rec_*_1.pt --out tokens.npz",
             "placement import --format expert-load expert_load.npy --top-k 8 --out load.npz",
-            "placement import --format sglang-json expert_location.json --num-gpus 8 --first-moe-layer 3 "
+            "placement import --format sglang-json expert_location.json --num-gpus 8 --model deepseek-v3 "
             "--out p.json",
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input file(s); several only for per-rank dumps")
-    p.add_argument("--format", required=True, choices=[*TRACE_FORMATS, *PLACEMENT_FORMATS], help="input format")
+    p.add_argument("--format", required=True, choices=[*TRACE_FORMATS, *PLACEMENT_FORMATS, *FORMAT_ALIASES],
+                   metavar="FORMAT", help="input format (listed above)")
     p.add_argument("--out", required=True, help="trace (.npz, .csv, .parquet) or placement (.json, .yaml) file")
     g = p.add_argument_group("traces")
-    g.add_argument("--model", default=None, help="model preset giving top-k and the MoE layers (e.g. deepseek-v3)")
+    g.add_argument("--model", default=None,
+                   help="model preset giving top-k and the MoE layers (e.g. deepseek-v3); SGLang maps: the MoE rows")
     g.add_argument("--top-k", type=int, default=None, help="experts per token (needed for counts without --model)")
     g.add_argument("--key", default=None, help="expert-load: entry of the file to read")
     g.add_argument("--by-rank", action="store_true", help="expert-load: a 3-D tensor's first axis is the rank")
+    g.add_argument("--recorded", choices=["sent", "received", "replicated"], default=None,
+                   help="sglang-dump per_pass/per_token: what each rank recorded, the tokens it sent, those its "
+                   "experts received (DeepEP low-latency) or the same tokens as every rank (tensor-parallel "
+                   "attention); if omitted: detected, refused when it cannot be")
     g = p.add_argument_group("placements")
     g.add_argument("--num-gpus", type=int, default=None, help="EP size (SGLang and foreign TensorRT-LLM files)")
     g.add_argument("--num-experts", type=int, default=None, help="logical experts (if omitted: max id + 1)")
-    g.add_argument("--num-moe-layers", type=int, default=None, help="SGLang: MoE rows (if omitted: all)")
+    g.add_argument("--num-moe-layers", type=int, default=None,
+                   help="SGLang: MoE rows from --first-moe-layer (if omitted: all from there)")
+    g.add_argument("--moe-layers", default=None, help="SGLang: hidden-layer index of every MoE row, '1,3,5' or '3-60'")
     p.add_argument(
         "--first-moe-layer",
         type=int,
         default=None,
-        help="hidden-layer index of the first MoE layer (if omitted: detected for traces, 0 for SGLang maps)",
+        help="hidden-layer index of the first MoE layer (traces: checked against the layers with routing; "
+        "SGLang maps: needed unless --moe-layers or --model)",
     )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Import a placement (placement formats) or a trace (trace formats) and say what was written."""
-    from ..interop import PLACEMENT_FORMATS
+    from ..interop import FORMAT_ALIASES, PLACEMENT_FORMATS
 
+    if args.format in FORMAT_ALIASES:
+        echo(f"note: format '{args.format}' is deprecated, use '{FORMAT_ALIASES[args.format]}'")
+        args.format = FORMAT_ALIASES[args.format]
     return _placement(args) if args.format in PLACEMENT_FORMATS else _trace(args)
 
 
@@ -76,11 +88,14 @@ def _placement(args: argparse.Namespace) -> int:
         num_experts=args.num_experts,
         first_moe_layer=args.first_moe_layer,
         num_moe_layers=args.num_moe_layers,
+        moe_layers=args.moe_layers,
+        model=args.model,
     )
     placement.save(args.out)
+    layout = placement.layout.describe() if placement.layout is not None else "layer layout unknown"
     echo(
         f"wrote {args.out}: {placement.num_layers} MoE layers x {placement.num_gpus} GPUs x "
-        f"{placement.slots_per_gpu} slots, {placement.num_experts} experts"
+        f"{placement.slots_per_gpu} slots, {placement.num_experts} experts; {layout}"
     )
     return 0
 
@@ -98,11 +113,23 @@ def _trace(args: argparse.Namespace) -> int:
         first_moe_layer=args.first_moe_layer,
         key=args.key,
         by_rank=args.by_rank,
+        recorded=args.recorded,
     )
     save_trace(trace, args.out)
     what = f"{trace.num_tokens} tokens" if trace.kind == "tokens" else f"counts {list(trace.counts.shape)}"
-    echo(
+    layout = trace.model.layout()
+    lines = [
         f"wrote {args.out}: {trace.kind} trace, {what}, {trace.num_layers} MoE layers x {trace.num_experts} "
-        f"experts, top-{trace.top_k} (MoE layers from hidden layer {trace.metadata.get('first_moe_layer')})"
-    )
+        f"experts, top-{trace.top_k} (MoE layers from hidden layer {trace.metadata.get('first_moe_layer')})",
+        f"layer layout: {layout.describe() if layout is not None else 'unknown (exports indexing hidden layers will ask)'}",
+    ]
+    recorded = trace.metadata.get("recorded")
+    if recorded is not None:
+        how = "detected" if trace.metadata.get("recorded_detected") else "given"
+        origins = "per-rank origins kept" if recorded == "sent" else "origins unknown (not invented)"
+        lines.append(f"recorder: each rank recorded the tokens {RECORDED_WORDS[recorded]} ({how}); {origins}")
+    echo("\n".join(lines))
     return 0
+
+
+RECORDED_WORDS = {"sent": "it routed", "received": "its experts received", "replicated": "of every rank"}

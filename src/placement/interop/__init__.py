@@ -10,7 +10,7 @@ by :func:`import_placement`; ``docs/interop.md`` gives every shape):
 ``sglang-json`` .json   SGLang's ``--init-expert-location`` file, all hidden layers (:mod:`.sglang`)
 ``sglang-pt``   .pt     the same as a torch tensor
 ``trtllm-yaml`` .yaml   TensorRT-LLM's MoE load-balancer slot lists (:mod:`.trtllm`)
-``vllm-json``   .json   vllm-ascend's ``expert_map_path`` JSON (:mod:`.vllm`)
+``vllm-ascend`` .json   vllm-ascend's ``expert_map_path`` JSON (:mod:`.vllm`)
 ==============  ======  =====================================================================
 
 Trace formats (:data:`TRACE_FORMATS`, read by :func:`import_trace`): ``sglang-dump`` (SGLang's
@@ -32,6 +32,7 @@ True
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from .vllm import read_vllm_map, vllm_expert_map, write_vllm_map
 
 __all__ = [
     "PLACEMENT_FORMATS",
+    "FORMAT_ALIASES",
     "TRACE_FORMATS",
     "PlacementFormat",
     "export_placement",
@@ -67,9 +69,12 @@ __all__ = [
 class PlacementFormat:
     """A serving-stack placement format: its file suffixes, writer and reader.
 
-    ``write(placement, path, num_hidden_layers=..., first_moe_layer=...)`` and
-    ``read(path, num_gpus=..., num_experts=..., first_moe_layer=..., num_moe_layers=...)``
-    take every option; each format uses those it needs.
+    ``layers`` says how the file indexes layers: ``"moe"`` (MoE layers from 0; the layout is not
+    needed), ``"hidden"`` (keyed by hidden-layer index) or ``"all-hidden"`` (a row for every hidden
+    layer, dense ones included).  ``write(placement, path, **layout)`` and ``read(path, num_gpus=...,
+    num_experts=..., **layout)`` take every option (``num_hidden_layers``, ``first_moe_layer``,
+    ``moe_layers``, ``model``, ``num_moe_layers``); each format uses those it needs.  ``reader``
+    names the serving stack that loads the file (``docs/interop.md`` gives the version checked).
     """
 
     name: str
@@ -77,6 +82,8 @@ class PlacementFormat:
     summary: str
     write: Callable[..., Path]
     read: Callable[..., Placement]
+    layers: str = "moe"
+    reader: str = ""
 
 
 def _w_eplb(p: Placement, path: Any, **_: Any) -> Path:
@@ -87,29 +94,22 @@ def _r_eplb(path: Any, *, num_gpus: int | None, num_experts: int | None, **_: An
     return read_eplb(path, num_gpus=num_gpus, num_experts=num_experts)
 
 
-def _w_sglang(p: Placement, path: Any, *, num_hidden_layers: int | None, first_moe_layer: int) -> Path:
-    return write_sglang(p, path, num_hidden_layers=num_hidden_layers, first_moe_layer=first_moe_layer)
+def _w_sglang(p: Placement, path: Any, *, num_hidden_layers: Any = None, first_moe_layer: Any = None,
+              moe_layers: Any = None, model: Any = None) -> Path:
+    return write_sglang(p, path, num_hidden_layers=num_hidden_layers, first_moe_layer=first_moe_layer,
+                        moe_layers=moe_layers, model=model)
 
 
-def _r_sglang(
-    path: Any,
-    *,
-    num_gpus: int | None,
-    num_experts: int | None,
-    first_moe_layer: int | None,
-    num_moe_layers: int | None,
-) -> Placement:
-    return read_sglang(
-        path,
-        num_gpus=num_gpus,
-        first_moe_layer=first_moe_layer or 0,
-        num_moe_layers=num_moe_layers,
-        num_experts=num_experts,
-    )
+def _r_sglang(path: Any, *, num_gpus: int | None, num_experts: int | None, first_moe_layer: int | None = None,
+              num_moe_layers: int | None = None, moe_layers: Any = None, model: Any = None) -> Placement:
+    return read_sglang(path, num_gpus=num_gpus, first_moe_layer=first_moe_layer, num_moe_layers=num_moe_layers,
+                       num_experts=num_experts, moe_layers=moe_layers, model=model)
 
 
-def _w_trtllm(p: Placement, path: Any, *, num_hidden_layers: int | None, first_moe_layer: int) -> Path:
-    return write_trtllm(p, path, first_moe_layer=first_moe_layer, num_hidden_layers=num_hidden_layers)
+def _w_trtllm(p: Placement, path: Any, *, num_hidden_layers: Any = None, first_moe_layer: Any = None,
+              moe_layers: Any = None, model: Any = None) -> Path:
+    return write_trtllm(p, path, first_moe_layer=first_moe_layer, num_hidden_layers=num_hidden_layers,
+                        moe_layers=moe_layers, model=model)
 
 
 def _r_trtllm(path: Any, *, num_gpus: int | None, num_experts: int | None, **_: Any) -> Placement:
@@ -124,30 +124,28 @@ def _r_vllm(path: Any, *, num_experts: int | None, **_: Any) -> Placement:
     return read_vllm_map(path, num_experts=num_experts)
 
 
+_SGLANG = "SGLang --init-expert-location"
 #: Placement formats in the order the CLI lists them.
 PLACEMENT_FORMATS: dict[str, PlacementFormat] = {
     f.name: f
     for f in (
-        PlacementFormat("eplb-json", (".json",), "EPLB phy2log/log2phy/logcnt as JSON", _w_eplb, _r_eplb),
-        PlacementFormat(
-            "eplb-pt", (".pt",), "EPLB phy2log/log2phy/logcnt as torch tensors", _w_eplb, _r_eplb
-        ),
-        PlacementFormat(
-            "sglang-json",
-            (".json",),
-            "SGLang --init-expert-location (all hidden layers)",
-            _w_sglang,
-            _r_sglang,
-        ),
-        PlacementFormat(
-            "sglang-pt", (".pt",), "SGLang --init-expert-location as a torch tensor", _w_sglang, _r_sglang
-        ),
-        PlacementFormat(
-            "trtllm-yaml", (".yaml", ".yml"), "TensorRT-LLM MoE load balancer YAML", _w_trtllm, _r_trtllm
-        ),
-        PlacementFormat("vllm-json", (".json",), "vllm-ascend expert_map_path JSON", _w_vllm, _r_vllm),
+        PlacementFormat("eplb-json", (".json",), "EPLB phy2log/log2phy/logcnt as JSON (no stack loads it)",
+                        _w_eplb, _r_eplb),
+        PlacementFormat("eplb-pt", (".pt",), "EPLB phy2log/log2phy/logcnt as torch tensors (no stack loads it)",
+                        _w_eplb, _r_eplb),
+        PlacementFormat("sglang-json", (".json",), "SGLang --init-expert-location (all hidden layers)",
+                        _w_sglang, _r_sglang, "all-hidden", _SGLANG),
+        PlacementFormat("sglang-pt", (".pt",), "SGLang --init-expert-location as a torch tensor",
+                        _w_sglang, _r_sglang, "all-hidden", _SGLANG),
+        PlacementFormat("trtllm-yaml", (".yaml", ".yml"), "TensorRT-LLM MoE load balancer YAML",
+                        _w_trtllm, _r_trtllm, "hidden", "TensorRT-LLM moe_config.load_balancer"),
+        PlacementFormat("vllm-ascend", (".json",), "vllm-ascend eplb_config.expert_map_path JSON",
+                        _w_vllm, _r_vllm, "moe", "vllm-ascend additional_config eplb_config.expert_map_path"),
     )
 }
+
+#: Deprecated format names -> their current name (still accepted, with a DeprecationWarning).
+FORMAT_ALIASES = {"vllm-json": "vllm-ascend"}
 
 #: Trace formats :func:`import_trace` reads.
 TRACE_FORMATS = {
@@ -157,6 +155,11 @@ TRACE_FORMATS = {
 
 
 def _format(name: str, path: str | os.PathLike[str]) -> PlacementFormat:
+    if name in FORMAT_ALIASES:
+        warnings.warn(f"placement format {name!r} is deprecated; use {FORMAT_ALIASES[name]!r} (the file is "
+                      "vllm-ascend's expert map: upstream vLLM reads no placement file)", DeprecationWarning,
+                      stacklevel=3)
+        name = FORMAT_ALIASES[name]
     fmt = PLACEMENT_FORMATS.get(name)
     if fmt is None:
         raise input_error(
@@ -177,7 +180,9 @@ def export_placement(
     format: str,
     *,
     num_hidden_layers: int | None = None,
-    first_moe_layer: int = 0,
+    first_moe_layer: int | None = None,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
 ) -> Path:
     """Write ``placement`` for a serving stack (atomically: a failure leaves no file).
 
@@ -185,13 +190,18 @@ def export_placement(
     ----------
     format:
         A key of :data:`PLACEMENT_FORMATS`; the file suffix must match it.
-    num_hidden_layers, first_moe_layer:
-        Where the placement's MoE layers sit among the model's hidden layers (SGLang's file
-        covers all hidden layers; TensorRT-LLM keys layers by hidden index).  Default: the MoE
-        layers start at hidden layer 0 and no dense layer follows them.
+    num_hidden_layers, first_moe_layer, moe_layers, model:
+        Where the placement's MoE layers sit among the model's hidden layers, for the formats
+        that index hidden layers (SGLang's file covers all hidden layers; TensorRT-LLM keys layers
+        by hidden index).  Default: the placement's :attr:`~placement.Placement.layout` (from the
+        trace it was solved on); give ``first_moe_layer`` (contiguous MoE layers), ``moe_layers``
+        (their hidden indices, e.g. interleaved) or ``model`` (a preset) when it has none.  Values
+        contradicting the placement's layout, or an unknown layout, are refused.  Formats
+        indexing MoE layers only ignore them.
     """
     fmt = _format(format, path)
-    return fmt.write(placement, path, num_hidden_layers=num_hidden_layers, first_moe_layer=first_moe_layer)
+    return fmt.write(placement, path, num_hidden_layers=num_hidden_layers, first_moe_layer=first_moe_layer,
+                     moe_layers=moe_layers, model=model)
 
 
 def import_placement(
@@ -202,21 +212,22 @@ def import_placement(
     num_experts: int | None = None,
     first_moe_layer: int | None = None,
     num_moe_layers: int | None = None,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
 ) -> Placement:
     """Read a placement written for a serving stack back into a :class:`Placement`.
 
     ``num_gpus`` is needed where the file does not record the EP size (SGLang; TensorRT-LLM
-    files written by other tools); ``first_moe_layer``/``num_moe_layers`` pick the MoE rows of
-    SGLang's all-hidden-layers map.  ``num_experts`` defaults to the largest id + 1.
+    files written by other tools).  SGLang's all-hidden-layers map needs its MoE rows named:
+    ``model``, ``moe_layers`` or ``first_moe_layer`` (with ``num_moe_layers``).
+    ``num_experts`` defaults to the largest id + 1.
     """
     fmt = _format(format, path)
-    return fmt.read(
-        path,
-        num_gpus=num_gpus,
-        num_experts=num_experts,
-        first_moe_layer=first_moe_layer,
-        num_moe_layers=num_moe_layers,
-    )
+    kwargs: dict[str, Any] = {"num_gpus": num_gpus, "num_experts": num_experts}
+    if fmt.layers == "all-hidden":
+        kwargs.update(first_moe_layer=first_moe_layer, num_moe_layers=num_moe_layers, moe_layers=moe_layers,
+                      model=model)
+    return fmt.read(path, **kwargs)
 
 
 def import_trace(
@@ -228,6 +239,7 @@ def import_trace(
     first_moe_layer: int | None = None,
     key: str | None = None,
     by_rank: bool = False,
+    recorded: str | None = None,
 ) -> Trace:
     """Read expert loads or routing recorded by a serving stack as a :class:`~placement.trace.Trace`.
 
@@ -238,7 +250,7 @@ def import_trace(
     """
     files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if format == "sglang-dump":
-        return load_sglang_dump(files, model=model, top_k=top_k, first_moe_layer=first_moe_layer)
+        return load_sglang_dump(files, model=model, top_k=top_k, first_moe_layer=first_moe_layer, recorded=recorded)
     if format == "expert-load":
         if len(files) != 1:
             raise input_error(f"expert-load reads one file, got {len(files)}", field="paths")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from .._io import atomic_path, atomic_write_text
 from ..errors import PlacementInputError, input_error
+from ..layout import LayerLayout
 from ..placement import Placement
 from ..trace._trace import ModelSpec
 
@@ -29,8 +31,10 @@ __all__ = [
     "write_yaml",
     "write_torch",
     "resolve_model",
-    "moe_layer_window",
-    "hidden_layout",
+    "moe_layer_rows",
+    "with_layout",
+    "export_layout",
+    "parse_layers",
     "require_full",
     "placement_from_phy2log",
 ]
@@ -193,73 +197,181 @@ def resolve_model(model: ModelSpec | str | None, source: str | None = None) -> M
     raise input_error(f"must be a ModelSpec or a preset name, got {type(model).__name__}", source, "model")
 
 
-def moe_layer_window(
+def moe_layer_rows(
     layer_used: np.ndarray,
     model: ModelSpec | None,
     first_moe_layer: int | None,
     source: str | None,
     field: str,
-) -> tuple[int, int]:
-    """``(first, count)``: which rows of a per-hidden-layer array are the MoE layers.
+) -> tuple[int, ...]:
+    """Which rows of a per-layer array (``layer_used bool [rows]``: the rows with any routing) are MoE layers.
 
-    ``layer_used bool [hidden_layers]`` says which layers saw any routing.  With ``model``,
-    the array holds either exactly ``model.num_layers`` rows (MoE layers only) or
-    ``first_moe_layer + num_layers`` or more (all hidden layers; the MoE layers start at
-    ``first_moe_layer``, default the model's).  Without ``model``, the MoE layers start at
-    ``first_moe_layer`` or, when ``None``, after the leading layers with no routing (dense
-    layers record zeros), and run to the last layer with routing.
+    With ``model``, the array holds either its ``num_layers`` MoE layers only, or all its hidden
+    layers (its layout's ``num_hidden_layers`` rows: the MoE rows are its ``moe_layers``; a model
+    without a layout: ``num_layers`` rows from ``first_moe_layer``, default the model's).
+    Without ``model``, the MoE layers are the rows with routing (every token passes every MoE
+    layer, and dense layers record nothing), which also finds interleaved layouts; a given
+    ``first_moe_layer`` must be the first of them.  Routing recorded in a row that would not be
+    a MoE layer is an error, never dropped.
     """
     H = int(layer_used.shape[0])
+    used = np.flatnonzero(layer_used)
+    if not used.size:
+        raise input_error("no layer recorded any routed token (all counts are zero)", source, field)
+    if first_moe_layer is not None and (isinstance(first_moe_layer, bool)
+                                        or not isinstance(first_moe_layer, (int, np.integer))
+                                        or not 0 <= first_moe_layer < H):
+        raise input_error(f"first_moe_layer={first_moe_layer!r} is outside [0, {H})", source, "first_moe_layer")
     if model is not None:
         L = model.num_layers
-        if first_moe_layer is None:
-            first_moe_layer = 0 if H == L else model.first_moe_layer
-        if first_moe_layer < 0 or first_moe_layer + L > H:
-            raise input_error(
-                f"has {H} layers, but model '{model.name}' has {L} MoE layers starting at hidden "
-                f"layer {first_moe_layer}; check the model or first_moe_layer",
-                source,
-                field,
-            )
-        return first_moe_layer, L
-    if not layer_used.any():
-        raise input_error("no layer recorded any routed token (all counts are zero)", source, field)
-    if first_moe_layer is None:
-        first_moe_layer = int(np.argmax(layer_used))
-    elif not 0 <= first_moe_layer < H:
-        raise input_error(f"first_moe_layer={first_moe_layer} is outside [0, {H})", source, field)
-    last = H - int(np.argmax(layer_used[::-1]))
-    if last <= first_moe_layer:
-        raise input_error(f"no routing recorded at or after first_moe_layer={first_moe_layer}", source, field)
-    return first_moe_layer, last - first_moe_layer
+        layout = model.layout()
+        if layout is not None and layout.num_hidden_layers == H:
+            rows = layout.moe_layers
+        elif H == L:
+            rows = tuple(range(L))
+        elif layout is None or layout.num_hidden_layers is None:
+            first = model.first_moe_layer if first_moe_layer is None else int(first_moe_layer)
+            if first + L > H:
+                raise input_error(f"has {H} layers, but model '{model.name}' has {L} MoE layers starting at hidden "
+                                  f"layer {first}; check the model or first_moe_layer", source, field)
+            rows = layout.moe_layers if layout is not None else tuple(range(first, first + L))
+        else:
+            raise input_error(f"has {H} layers, but model '{model.name}' has {L} MoE layers among "
+                              f"{layout.num_hidden_layers} hidden layers; check the model", source, field)
+        if first_moe_layer is not None and rows[0] != first_moe_layer and H != L:
+            raise input_error(f"first_moe_layer={first_moe_layer} contradicts model '{model.name}' (first MoE layer "
+                              f"{rows[0]}); drop one of them", source, "first_moe_layer")
+        if rows[-1] >= H:
+            raise input_error(f"has {H} layers, but model '{model.name}' has a MoE layer at hidden layer {rows[-1]}; "
+                              "check the model", source, field)
+        stray = np.setdiff1d(used, rows)
+        if stray.size:
+            raise input_error(f"layer(s) {stray.tolist()} recorded routing but are not MoE layers of model "
+                              f"'{model.name}' ({len(rows)} MoE layers from {rows[0]}); check the model", source, field)
+        return tuple(int(r) for r in rows)
+    if first_moe_layer is not None:
+        if used[0] < first_moe_layer:
+            dropped = used[used < first_moe_layer].tolist()
+            raise input_error(f"first_moe_layer={first_moe_layer} would drop layer(s) {dropped}, which recorded "
+                              f"routing; omit it (the MoE layers are the layers with routing, from {int(used[0])})",
+                              source, "first_moe_layer")
+        if used[0] > first_moe_layer:
+            raise input_error(f"layer {first_moe_layer} recorded no routing, so it is not a MoE layer (every token "
+                              f"passes every MoE layer); the first layer with routing is {int(used[0])}", source,
+                              "first_moe_layer")
+    return tuple(int(r) for r in used)
 
 
-def hidden_layout(
-    placement: Placement, num_hidden_layers: int | None, first_moe_layer: int, source: str | None
-) -> tuple[int, int]:
-    """``(num_hidden_layers, first_moe_layer)`` of an export; the MoE layers must fit inside."""
-    if (
-        isinstance(first_moe_layer, bool)
-        or not isinstance(first_moe_layer, (int, np.integer))
-        or first_moe_layer < 0
-    ):
-        raise input_error(
-            f"must be a non-negative integer, got {first_moe_layer!r}", source, "first_moe_layer"
-        )
+#: The one-line fix every export or import that cannot place the MoE layers among the hidden layers gives.
+LAYOUT_FIX = ("pass first_moe_layer (--first-moe-layer N, with --num-hidden-layers H if dense layers follow), "
+              "moe_layers (--moe-layers 1,3,5 or 3-60) or a model preset (--model deepseek-v3)")
+
+
+def parse_layers(value: Any, source: str | None, field: str = "moe_layers") -> tuple[int, ...]:
+    """Hidden-layer indices from a sequence of integers or a string such as ``"1,3,5"`` or ``"3-60"``."""
+    if isinstance(value, str):
+        out: list[int] = []
+        for part in value.replace(" ", "").split(","):
+            lo, sep, hi = part.partition("-")
+            if not lo.isdigit() or (sep and not hi.isdigit()):
+                raise input_error(f"expected hidden-layer indices such as '1,3,5' or '3-60', got {value!r}", source,
+                                  field)
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+        return tuple(out)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+            raise input_error(f"must hold integers, got {list(value)!r}", source, field)
+        return tuple(int(v) for v in value)
+    raise input_error(f"must be a list of hidden-layer indices, got {value!r}", source, field)
+
+
+def export_layout(
+    placement: Placement,
+    fmt: str,
+    source: str | None,
+    *,
+    num_hidden_layers: int | None = None,
+    first_moe_layer: int | None = None,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
+    need_hidden: bool = False,
+) -> LayerLayout:
+    """The :class:`LayerLayout` an export that indexes hidden layers writes ``placement`` with.
+
+    The placement's own layout (:attr:`Placement.layout`, from the trace it was solved on) is the
+    default; ``model`` (a preset), ``moe_layers`` or ``first_moe_layer`` give it explicitly
+    (at most one of them) and ``num_hidden_layers`` completes it.  Given values that contradict
+    the placement's layout are refused, and so is an export whose layout stays unknown.  With
+    ``need_hidden`` (a file with a row per hidden layer) the number of hidden layers must be
+    known too; explicit ``first_moe_layer``/``moe_layers`` without ``num_hidden_layers`` mean no
+    dense layer follows the last MoE layer.
+    """
     L = placement.num_layers
-    H = (
-        first_moe_layer + L
-        if num_hidden_layers is None
-        else positive_int(num_hidden_layers, source, "num_hidden_layers")
-    )
-    if first_moe_layer + L > H:
-        raise input_error(
-            f"{H} hidden layers cannot hold {L} MoE layers starting at layer {first_moe_layer}; "
-            f"need at least {first_moe_layer + L}",
-            source,
-            "num_hidden_layers",
-        )
-    return H, int(first_moe_layer)
+    explicit = [name for name, v in (("model", model), ("moe_layers", moe_layers), ("first_moe_layer", first_moe_layer))
+                if v is not None]
+    if len(explicit) > 1:
+        raise input_error(f"give one of {explicit}, not several", source, explicit[1])
+    given: LayerLayout | None = None
+    try:
+        if model is not None:
+            spec = resolve_model(model, source)
+            assert spec is not None
+            given = spec.layout()
+            if given is None:
+                raise input_error(f"model '{spec.name}' does not say where its MoE layers are (no num_hidden_layers "
+                                  "or moe_layers)", source, "model")
+            if spec.num_layers != L or spec.num_experts != placement.num_experts:
+                raise input_error(f"model '{spec.name}' has {spec.num_layers} MoE layers x {spec.num_experts} experts, "
+                                  f"the placement {L} x {placement.num_experts}", source, "model")
+        elif moe_layers is not None:
+            layers = parse_layers(moe_layers, source)
+            if len(layers) != L:
+                raise input_error(f"lists {len(layers)} hidden layers, but the placement has {L} MoE layers", source,
+                                  "moe_layers")
+            given = LayerLayout(layers)
+        elif first_moe_layer is not None:
+            if isinstance(first_moe_layer, bool) or not isinstance(first_moe_layer, (int, np.integer)) \
+                    or first_moe_layer < 0:
+                raise input_error(f"must be a non-negative integer, got {first_moe_layer!r}", source,
+                                  "first_moe_layer")
+            given = LayerLayout.contiguous(int(first_moe_layer), L)
+        own = placement.layout
+        if num_hidden_layers is not None:
+            H = positive_int(num_hidden_layers, source, "num_hidden_layers")
+            base = given or own
+            if base is None:
+                if H != L:
+                    raise input_error(f"{H} hidden layers hold the placement's {L} MoE layers, but which ones? "
+                                      + LAYOUT_FIX, source, "num_hidden_layers")
+                base = LayerLayout.contiguous(0, L)
+            if base.num_hidden_layers is not None and base.num_hidden_layers != H:
+                raise input_error(f"{H} contradicts the {base.describe()}", source, "num_hidden_layers")
+            try:
+                given = LayerLayout(base.moe_layers, H, base.model, base.hidden_size)
+            except PlacementInputError as exc:
+                raise input_error(exc.detail, source, "num_hidden_layers") from exc
+    except PlacementInputError as exc:
+        if exc.source is None:
+            raise input_error(exc.detail, source, exc.field) from exc
+        raise
+    if given is not None and own is not None:
+        if not own.same_layers(given):
+            raise input_error(f"{given.describe()} contradicts the placement's layout ({own.describe()}); drop the "
+                              "option to use the placement's", source, explicit[0] if explicit else "num_hidden_layers")
+        given = LayerLayout(given.moe_layers, given.num_hidden_layers or own.num_hidden_layers,
+                            given.model or own.model, given.hidden_size or own.hidden_size)
+    layout = given or own
+    if layout is None:
+        raise input_error(f"{fmt} indexes the model's hidden layers, and this placement does not record which hidden "
+                          "layers are its MoE layers (solved from a trace without a model, or an older file); "
+                          + LAYOUT_FIX, source, "layout")
+    if need_hidden and layout.num_hidden_layers is None:
+        if not explicit:
+            raise input_error(f"{fmt} has a row for every hidden layer, and the placement's layout does not say how "
+                              f"many there are ({layout.describe()}); pass num_hidden_layers (--num-hidden-layers)",
+                              source, "num_hidden_layers")
+        layout = LayerLayout(layout.moe_layers, layout.moe_layers[-1] + 1, layout.model, layout.hidden_size)
+    return layout
 
 
 def require_full(placement: Placement, fmt: str, source: str | None) -> None:
@@ -270,7 +382,7 @@ def require_full(placement: Placement, fmt: str, source: str | None) -> None:
         raise input_error(
             f"{len(empty)} empty slot(s) (-1), first at layer {layer}, GPU {gpu}, slot {slot}; "
             f"{fmt} needs every physical slot to hold an expert. Give every GPU the same number "
-            "of experts (e.g. solve with more replicas) or export to eplb-json/vllm-json",
+            "of experts (e.g. solve with more replicas), or export to eplb-json (no serving stack reads it)",
             source,
             "slots",
         )
@@ -327,19 +439,21 @@ def count_trace(
     field: str,
     name: str,
     metadata: dict[str, Any],
+    rows_are_hidden: bool = False,
 ) -> Any:
-    """A count :class:`~placement.trace.Trace` from ``counts [..., hidden_layers, experts]``.
+    """A count :class:`~placement.trace.Trace` from ``counts [..., rows, experts]``.
 
-    The MoE layers are cut out with :func:`moe_layer_window`; the leading axis, if any, is kept
+    The MoE layers are cut out with :func:`moe_layer_rows`; the leading axis, if any, is kept
     (``[ranks, layers, experts]``).  Without ``model``, ``top_k`` must be given: counts do not
-    say how many experts each token picked.
+    say how many experts each token picked.  ``rows_are_hidden``: the rows are the model's hidden
+    layers (SGLang), so the trace's model records the layer layout (:meth:`ModelSpec.layout`).
     """
     from ..trace._trace import Trace
 
     spec = resolve_model(model, source)
     if counts.min() < 0:
         raise input_error("counts must be non-negative", source, field)
-    per_layer = counts.reshape(-1, *counts.shape[-2:]).sum(axis=0)  # [hidden, E]
+    per_layer = counts.reshape(-1, *counts.shape[-2:]).sum(axis=0)  # [rows, E]
     if spec is not None and counts.shape[-1] != spec.num_experts:
         raise input_error(
             f"has {counts.shape[-1]} experts per layer, but model '{spec.name}' has {spec.num_experts}",
@@ -350,7 +464,8 @@ def count_trace(
         raise input_error(
             f"top_k={top_k} contradicts model '{spec.name}' (top_k={spec.top_k})", source, "top_k"
         )
-    first, L = moe_layer_window(per_layer.sum(axis=1) > 0, spec, first_moe_layer, source, field)
+    rows = moe_layer_rows(per_layer.sum(axis=1) > 0, spec, first_moe_layer, source, field)
+    H = int(counts.shape[-2])
     if spec is None:
         if top_k is None:
             raise input_error(
@@ -361,12 +476,23 @@ def count_trace(
             )
         spec = ModelSpec(
             name,
-            num_layers=L,
+            num_layers=len(rows),
             num_experts=int(counts.shape[-1]),
             top_k=positive_int(top_k, source, "top_k"),
-            first_moe_layer=first,
+            first_moe_layer=rows[0],
         )
         spec.validate(source)
-    cut = counts[..., first : first + L, :]
-    meta = {**metadata, "first_moe_layer": first, "hidden_layers": int(counts.shape[-2])}
+    spec = with_layout(spec, rows, H if rows_are_hidden else None)
+    cut = counts[..., list(rows), :]
+    meta = {**metadata, "first_moe_layer": rows[0], "hidden_layers": H, "moe_layers": list(rows)}
     return Trace.from_counts(spec, cut, source=source, metadata=meta)
+
+
+def with_layout(spec: ModelSpec, rows: tuple[int, ...], num_hidden_layers: int | None) -> ModelSpec:
+    """``spec`` recording that its MoE layers are hidden layers ``rows`` of ``num_hidden_layers`` (when
+    it knows no layout yet and the recording does); unchanged otherwise."""
+    if spec.layout() is not None or num_hidden_layers is None or len(rows) != spec.num_layers:
+        return spec
+    contiguous = rows[-1] - rows[0] + 1 == len(rows)
+    return replace(spec, first_moe_layer=rows[0], num_hidden_layers=num_hidden_layers,
+                   moe_layers=None if contiguous else rows)

@@ -47,24 +47,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import input_error
+from ..errors import PlacementInputError, input_error
+from ..layout import LayerLayout
 from ..placement import Placement
 from ..trace._trace import ModelSpec, Trace
 from ._common import (
+    LAYOUT_FIX,
     as_int_array,
     count_trace,
-    hidden_layout,
-    moe_layer_window,
+    export_layout,
+    moe_layer_rows,
+    parse_layers,
     placement_from_phy2log,
     positive_int,
     read_mapping,
     require_full,
     resolve_model,
+    with_layout,
     write_json,
     write_torch,
 )
@@ -75,11 +80,16 @@ __all__ = ["sglang_physical_to_logical_map", "write_sglang", "read_sglang", "loa
 def sglang_physical_to_logical_map(
     placement: Placement,
     num_hidden_layers: int | None = None,
-    first_moe_layer: int = 0,
+    first_moe_layer: int | None = None,
     *,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
     source: str | None = None,
 ) -> np.ndarray:
     """``int64 [num_hidden_layers, P]``: SGLang's map, dense layers given the trivial row ``p % E``.
+
+    The MoE layers' rows come from the placement's layout unless given (see
+    :func:`~placement.interop._common.export_layout`).
 
     >>> import numpy as np
     >>> p = Placement(np.array([[[1, 0], [2, 1]]]), num_experts=3)
@@ -87,10 +97,12 @@ def sglang_physical_to_logical_map(
     [[0, 1, 2, 0], [1, 0, 2, 1]]
     """
     require_full(placement, "SGLang's expert-location file", source)
-    H, first = hidden_layout(placement, num_hidden_layers, first_moe_layer, source)
+    layout = export_layout(placement, "SGLang's expert-location file", source, num_hidden_layers=num_hidden_layers,
+                           first_moe_layer=first_moe_layer, moe_layers=moe_layers, model=model, need_hidden=True)
     phy2log = placement.phy2log()
-    out = np.tile(np.arange(phy2log.shape[1], dtype=np.int64) % placement.num_experts, (H, 1))
-    out[first : first + placement.num_layers] = phy2log
+    assert layout.num_hidden_layers is not None
+    out = np.tile(np.arange(phy2log.shape[1], dtype=np.int64) % placement.num_experts, (layout.num_hidden_layers, 1))
+    out[list(layout.moe_layers)] = phy2log
     return out
 
 
@@ -99,11 +111,14 @@ def write_sglang(
     path: str | os.PathLike[str],
     *,
     num_hidden_layers: int | None = None,
-    first_moe_layer: int = 0,
+    first_moe_layer: int | None = None,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
 ) -> Path:
     """Write ``{"physical_to_logical_map": ...}`` as ``.json`` (nested lists) or ``.pt`` (an int64 tensor)."""
     src = str(path)
-    table = sglang_physical_to_logical_map(placement, num_hidden_layers, first_moe_layer, source=src)
+    table = sglang_physical_to_logical_map(placement, num_hidden_layers, first_moe_layer, moe_layers=moe_layers,
+                                           model=model, source=src)
     if Path(path).suffix.lower() == ".pt":
         return write_torch({"physical_to_logical_map": table}, path)
     return write_json({"physical_to_logical_map": table.tolist()}, path)
@@ -113,14 +128,20 @@ def read_sglang(
     path: str | os.PathLike[str],
     *,
     num_gpus: int | None,
-    first_moe_layer: int = 0,
+    first_moe_layer: int | None = None,
     num_moe_layers: int | None = None,
     num_experts: int | None = None,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
 ) -> Placement:
-    """Read an expert-location file; rows ``first_moe_layer ..`` (``num_moe_layers`` of them) are MoE layers.
+    """Read an expert-location file back; the placement's layers are its MoE rows.
 
-    The file records neither the EP size nor where the dense layers are: pass ``num_gpus``
-    and ``first_moe_layer`` (``num_moe_layers`` defaults to all rows from there on).
+    The file has a row for every hidden layer and records neither the EP size nor which rows
+    are MoE layers (a dense row looks like any placement): pass ``num_gpus`` and one of
+    ``model`` (a preset: its MoE layers), ``moe_layers`` (the rows) or ``first_moe_layer``
+    (with ``num_moe_layers``, default every row from there on).  Without any of them the read is
+    refused rather than taking dense rows for MoE layers.  The placement's
+    :attr:`~placement.Placement.layout` records the rows and the number of hidden layers.
     """
     src = str(path)
     data = read_mapping(path, (".json", ".pt"))
@@ -142,14 +163,6 @@ def read_sglang(
         raise input_error(
             "SGLang's file does not record the EP size; pass num_gpus (--num-gpus)", src, "num_gpus"
         )
-    H = table.shape[0]
-    if isinstance(first_moe_layer, bool) or not 0 <= first_moe_layer < H:
-        raise input_error(f"first_moe_layer={first_moe_layer} is outside [0, {H})", src, "first_moe_layer")
-    L = H - first_moe_layer if num_moe_layers is None else positive_int(num_moe_layers, src, "num_moe_layers")
-    if first_moe_layer + L > H:
-        raise input_error(
-            f"{L} MoE layers from layer {first_moe_layer} exceed the file's {H} layers", src, "num_moe_layers"
-        )
     if table.min() < 0:
         bad = np.argwhere(table < 0)[0]
         raise input_error(
@@ -157,14 +170,46 @@ def read_sglang(
             src,
             "physical_to_logical_map",
         )
-    return placement_from_phy2log(
-        table[first_moe_layer : first_moe_layer + L],
+    H = table.shape[0]
+    explicit = [n for n, v in (("model", model), ("moe_layers", moe_layers), ("first_moe_layer", first_moe_layer))
+                if v is not None]
+    if len(explicit) > 1:
+        raise input_error(f"give one of {explicit}, not several", src, explicit[1])
+    spec = resolve_model(model, src)
+    if spec is not None:
+        layout = spec.layout()
+        if layout is None or layout.num_hidden_layers != H:
+            raise input_error(f"has {H} rows (hidden layers), but model '{spec.name}' has "
+                              f"{'an unknown number of' if layout is None else layout.num_hidden_layers} hidden "
+                              "layers; check the model", src, "physical_to_logical_map")
+        rows = layout.moe_layers
+    elif moe_layers is not None:
+        rows = parse_layers(moe_layers, src)
+    elif first_moe_layer is not None:
+        if isinstance(first_moe_layer, bool) or not 0 <= first_moe_layer < H:
+            raise input_error(f"first_moe_layer={first_moe_layer} is outside [0, {H})", src, "first_moe_layer")
+        L = H - first_moe_layer if num_moe_layers is None else positive_int(num_moe_layers, src, "num_moe_layers")
+        if first_moe_layer + L > H:
+            raise input_error(f"{L} MoE layers from layer {first_moe_layer} exceed the file's {H} layers", src,
+                              "num_moe_layers")
+        rows = tuple(range(first_moe_layer, first_moe_layer + L))
+    else:
+        raise input_error("SGLang's map has a row for every hidden layer, dense ones included, and does not say "
+                          f"which of its {H} rows are MoE layers; " + LAYOUT_FIX, src, "first_moe_layer")
+    try:
+        layout = LayerLayout(rows, H, spec.name if spec is not None else None,
+                             spec.hidden_size if spec is not None else None)
+    except PlacementInputError as exc:
+        raise input_error(f"{exc.detail} (the file has {H} rows)", src, "moe_layers") from exc
+    placement = placement_from_phy2log(
+        table[list(rows)],
         num_gpus,
         num_experts,
         src,
         "physical_to_logical_map",
-        {"imported_from": "sglang", "first_moe_layer": first_moe_layer},
+        {"imported_from": "sglang", "first_moe_layer": rows[0]},
     )
+    return replace(placement, layout=layout)
 
 
 # --------------------------------------------------------------------------------------- dumps
@@ -174,6 +219,7 @@ def load_sglang_dump(
     model: ModelSpec | str | None = None,
     top_k: int | None = None,
     first_moe_layer: int | None = None,
+    recorded: str | None = None,
 ) -> Trace:
     """A trace from SGLang expert-distribution recorder dumps (``stat``, ``per_pass`` or ``per_token``).
 
@@ -187,13 +233,21 @@ def load_sglang_dump(
         are.  Without it, counts need ``top_k`` (``per_token`` dumps show it).
     first_moe_layer:
         Hidden-layer index of the first MoE layer (default: the model's, else the first layer
-        with any routing).
+        with any routing); routing recorded before it is an error, not dropped.
+    recorded:
+        What each rank's records of a ``per_pass``/``per_token`` recording hold: ``"sent"`` (the
+        tokens it routes: per-rank origins are kept), ``"received"`` (DeepEP low-latency
+        ``per_pass``: what its experts received; the ranks are summed, origins unknown) or
+        ``"replicated"`` (tensor-parallel attention: every rank recorded the same tokens; one
+        copy is kept, origins unknown).  Default: detected from the dump (see
+        ``docs/interop.md``); where it cannot be, the import is refused and asks for it.
 
     Returns
     -------
     Trace
-        A count trace (``stat``: ``[layers, E]``; ``per_pass``: ``[ranks, layers, E]``) or a
-        token trace (``per_token``).
+        A count trace (``stat``: ``[layers, E]``; ``per_pass``: ``[ranks, layers, E]``, or
+        ``[layers, E]`` when origins are unknown) or a token trace (``per_token``).  Its model
+        records the layer layout (``model.layout()``), and ``metadata["recorded"]`` the mode.
     """
     files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not files:
@@ -240,8 +294,9 @@ def load_sglang_dump(
             field="logical_count",
             name=name,
             metadata={"format": "sglang-dump", "mode": "stat", "files": len(loaded)},
+            rows_are_hidden=True,
         )
-    return _load_detail(loaded, src, name, model, top_k, first_moe_layer)
+    return _load_detail(loaded, src, name, model, top_k, first_moe_layer, recorded)
 
 
 def _records(loaded: list[tuple[str, Any]]) -> list[tuple[str, int, dict[str, Any], np.ndarray]]:
@@ -276,6 +331,48 @@ def _rank_of(rec: dict[str, Any], src: str, i: int) -> int:
     return int(rank)
 
 
+#: What the records of each rank hold (``recorded=``), see the module docstring.
+RECORDED_MODES = ("sent", "received", "replicated")
+
+
+def _check_recorded(recorded: str | None, src: str) -> str | None:
+    if recorded is not None and recorded not in RECORDED_MODES:
+        raise input_error(f"unknown recorder mode {recorded!r}; choose one of {list(RECORDED_MODES)}", src, "recorded")
+    return recorded
+
+
+def _check_ranks(ranks: set[int], src: str) -> int:
+    R = max(ranks) + 1
+    missing = sorted(set(range(R)) - ranks)
+    if missing:
+        raise input_error(f"no records of rank(s) {missing} (ranks 0..{R - 1} expected): give the dump file of every "
+                          "rank of one recording", src, "records.rank")
+    return R
+
+
+def _detect_pass_mode(phys: np.ndarray, src: str) -> str:
+    """How ``phys [ranks, H, P]`` (physical counts summed per recording rank) was recorded.
+
+    ``replicated``: every rank recorded the same counts (tensor-parallel attention: each rank routes
+    every token).  ``received``: each rank's counts lie only in its own slots ``[r * P / R, (r + 1) *
+    P / R)`` (DeepEP low-latency: a rank counts what its experts received).  ``sent``: otherwise (each
+    rank counts the tokens it routes, all slots).
+    """
+    R, _, P = phys.shape
+    if R == 1:
+        return "sent"
+    if all(np.array_equal(phys[0], phys[r]) for r in range(1, R)):
+        return "replicated"
+    if P % R:
+        raise input_error(f"{P} physical slots do not divide over the {R} ranks recorded, so whether each rank "
+                          "recorded the tokens it sent or those its experts received cannot be told; pass "
+                          "recorded='sent' or 'received' (--recorded)", src, "recorded")
+    S = P // R
+    own = np.arange(P)[None, :] // S == np.arange(R)[:, None]  # [R, P]
+    outside = (phys.sum(axis=1) * ~own).sum()
+    return "received" if outside == 0 else "sent"
+
+
 def _load_detail(
     loaded: list[tuple[str, Any]],
     src: str,
@@ -283,7 +380,9 @@ def _load_detail(
     model: ModelSpec | str | None,
     top_k: int | None,
     first_moe_layer: int | None,
+    recorded: str | None = None,
 ) -> Trace:
+    recorded = _check_recorded(recorded, src)
     recs = _records(loaded)
     shape = recs[0][3].shape
     for fsrc, _, _, p2l in recs:
@@ -301,11 +400,14 @@ def _load_detail(
             raise input_error(
                 f"expert id {int(p2l.max())} is outside [0, {E})", fsrc, "last_physical_to_logical_map"
             )
+    ranks = [_rank_of(rec, fsrc, i) for fsrc, i, rec, _ in recs]
+    R = _check_ranks(set(ranks), src)
     per_token = all("topk_ids_of_layer" in rec for _, _, rec, _ in recs)
     if not per_token:
-        counts: dict[int, np.ndarray] = {}
+        phys = np.zeros((R, H, P), dtype=np.int64)
+        logical = np.zeros((R, H, E), dtype=np.int64)
         codes_base = np.arange(H)[:, None] * E
-        for fsrc, i, rec, p2l in recs:
+        for (fsrc, i, rec, p2l), rank in zip(recs, ranks, strict=True):
             c = as_int_array(
                 rec.get("global_physical_count"),
                 fsrc,
@@ -319,25 +421,33 @@ def _load_detail(
                     fsrc,
                     f"records[{i}].global_physical_count",
                 )
-            rank = _rank_of(rec, fsrc, i)
-            folded = np.bincount((codes_base + p2l).ravel(), weights=c.ravel(), minlength=H * E)
-            counts[rank] = counts.get(rank, 0) + folded.reshape(H, E)
-        R = max(counts) + 1
-        by_rank = np.zeros((R, H, E), dtype=np.int64)
-        for rank, c in counts.items():
-            by_rank[rank] = np.round(c).astype(np.int64)
+            if c.min() < 0:
+                raise input_error("counts must be non-negative", fsrc, f"records[{i}].global_physical_count")
+            phys[rank] += c
+            logical[rank] += np.bincount((codes_base + p2l).ravel(), weights=c.ravel(),
+                                         minlength=H * E).reshape(H, E).round().astype(np.int64)
+        mode = recorded or _detect_pass_mode(phys, src)
+        if mode == "replicated" and not all(np.array_equal(phys[0], phys[r]) for r in range(1, R)):
+            raise input_error("the ranks recorded different counts, so they did not all record the same tokens; "
+                              "omit recorded='replicated'", src, "recorded")
+        counts = logical if mode == "sent" else logical.sum(axis=0) if mode == "received" else logical[0]
         return count_trace(
-            by_rank,
+            counts,
             model=spec,
             top_k=top_k,
             first_moe_layer=first_moe_layer,
             source=src,
             field="records.global_physical_count",
             name=name,
-            metadata={"format": "sglang-dump", "mode": "per_pass", "files": len(loaded)},
+            metadata={"format": "sglang-dump", "mode": "per_pass", "files": len(loaded), "recorded": mode,
+                      "recorded_detected": recorded is None, "recording_ranks": R},
+            rows_are_hidden=True,
         )
+    if recorded == "received":
+        raise input_error("per_token dumps record the tokens each rank routes (select_experts), never the tokens "
+                          "its experts received; omit recorded='received'", src, "recorded")
     chunks, origins = [], []
-    for fsrc, i, rec, p2l in recs:
+    for (fsrc, i, rec, p2l), rank in zip(recs, ranks, strict=True):
         field = f"records[{i}].topk_ids_of_layer"
         ids = as_int_array(rec["topk_ids_of_layer"], fsrc, field, (3,), "[num_hidden_layers, tokens, slots]")
         if ids.shape[0] != H:
@@ -350,21 +460,27 @@ def _load_detail(
                 fsrc,
                 field,
             )
-        logical = np.where(ids >= 0, p2l[np.arange(H)[:, None, None], np.maximum(ids, 0)], -1)
-        chunks.append(logical)
-        origins.append(np.full(ids.shape[1], _rank_of(rec, fsrc, i), dtype=np.int32))
+        chunks.append(np.where(ids >= 0, p2l[np.arange(H)[:, None, None], np.maximum(ids, 0)], -1))
+        origins.append(np.full(ids.shape[1], rank, dtype=np.int32))
     width = max(c.shape[2] for c in chunks)
-    logical = np.concatenate(
-        [np.pad(c, ((0, 0), (0, 0), (0, width - c.shape[2])), constant_values=-1) for c in chunks], axis=1
-    )  # [H, tokens, slots]
-    origin = np.concatenate(origins)
-    first, L = moe_layer_window(
-        (logical >= 0).any(axis=(1, 2)), spec, first_moe_layer, src, "records.topk_ids_of_layer"
-    )
-    ex = logical[first : first + L].transpose(1, 0, 2)  # [tokens, L, slots]
+    chunks = [np.pad(c, ((0, 0), (0, 0), (0, width - c.shape[2])), constant_values=-1) for c in chunks]
+    per_rank = [np.concatenate([c for c, o in zip(chunks, origins, strict=True) if o.size and o[0] == r]
+                               or [np.zeros((H, 0, width), np.int64)], axis=1) for r in range(R)]
+    same = R > 1 and all(np.array_equal(per_rank[0], x) for x in per_rank[1:])
+    mode = recorded or ("replicated" if same else "sent")
+    if mode == "replicated" and not same:
+        raise input_error("the ranks recorded different tokens, so they did not all record the same tokens; omit "
+                          "recorded='replicated'", src, "recorded")
+    if mode == "replicated":
+        logical, origin = per_rank[0], None
+    else:
+        logical, origin = np.concatenate(chunks, axis=1), np.concatenate(origins)  # [H, tokens, slots]
+    rows = moe_layer_rows((logical >= 0).any(axis=(1, 2)), spec, first_moe_layer, src, "records.topk_ids_of_layer")
+    ex = logical[list(rows)].transpose(1, 0, 2)  # [tokens, L, slots]
     chosen = (ex >= 0).sum(axis=2)  # [tokens, L]
     keep = chosen.any(axis=1)
-    ex, chosen, origin = ex[keep], chosen[keep], origin[keep]
+    ex, chosen = ex[keep], chosen[keep]
+    origin = None if origin is None else origin[keep]
     if ex.shape[0] == 0:
         raise input_error("no token chose an expert in the MoE layers", src, "records.topk_ids_of_layer")
     k = int(chosen.max())
@@ -382,16 +498,21 @@ def _load_detail(
             "records.topk_ids_of_layer",
         )
     if spec is None:
-        spec = ModelSpec(name, num_layers=L, num_experts=E, top_k=k, first_moe_layer=first)
+        spec = ModelSpec(name, num_layers=len(rows), num_experts=E, top_k=k, first_moe_layer=rows[0])
+    spec = with_layout(spec, rows, H)
     experts = ex[:, :, :k]
     meta = {
         "format": "sglang-dump",
         "mode": "per_token",
         "files": len(loaded),
-        "first_moe_layer": first,
+        "first_moe_layer": rows[0],
         "hidden_layers": H,
+        "moe_layers": list(rows),
         "dropped_tokens": int((~keep).sum()),
+        "recorded": mode,
+        "recorded_detected": recorded is None,
+        "recording_ranks": R,
     }
     return Trace.from_tokens(
-        spec, experts, origin=origin, num_ranks=int(origin.max()) + 1, source=src, metadata=meta
+        spec, experts, origin=origin, num_ranks=None if origin is None else R, source=src, metadata=meta
     )

@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._version import __version__
-from ..errors import input_error
+from ..errors import PlacementInputError, input_error
+from ..layout import LayerLayout
 from ..placement import Placement
+from ..trace._trace import ModelSpec
 from ._common import (
     as_int_array,
-    hidden_layout,
+    export_layout,
     placement_from_phy2log,
     positive_int,
     require_full,
@@ -47,9 +50,17 @@ _HEADER = re.compile(r"^#\s*placement:\s*(.*)$", re.M)
 
 
 def trtllm_config(
-    placement: Placement, first_moe_layer: int = 0, *, source: str | None = None
+    placement: Placement,
+    first_moe_layer: int | None = None,
+    *,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """The load-balancer mapping (plain Python ints and lists, ready for YAML).
+
+    Layers are keyed by hidden-layer index: the placement's layout unless given (see
+    :func:`~placement.interop._common.export_layout`).
 
     >>> import numpy as np
     >>> p = Placement(np.array([[[1, 0], [2, 1]]]), num_experts=3)
@@ -57,12 +68,17 @@ def trtllm_config(
     {'num_slots': 4, 'layer_updates_per_iter': 0, 'initial_global_assignments': {3: [1, 0, 2, 1]}}
     """
     require_full(placement, "TensorRT-LLM's load balancer", source)
-    _, first = hidden_layout(placement, None, first_moe_layer, source)
+    layout = export_layout(placement, "TensorRT-LLM's load balancer", source, first_moe_layer=first_moe_layer,
+                           moe_layers=moe_layers, model=model)
+    return _config(placement, layout)
+
+
+def _config(placement: Placement, layout: LayerLayout) -> dict[str, Any]:
     phy2log = placement.phy2log()
     return {
         "num_slots": int(phy2log.shape[1]),
         "layer_updates_per_iter": 0,
-        "initial_global_assignments": {first + layer: row.tolist() for layer, row in enumerate(phy2log)},
+        "initial_global_assignments": {h: row.tolist() for h, row in zip(layout.moe_layers, phy2log, strict=True)},
     }
 
 
@@ -70,17 +86,22 @@ def write_trtllm(
     placement: Placement,
     path: str | os.PathLike[str],
     *,
-    first_moe_layer: int = 0,
+    first_moe_layer: int | None = None,
     num_hidden_layers: int | None = None,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
 ) -> Path:
-    """Write the YAML (``num_hidden_layers`` is only checked: dense layers have no entry)."""
+    """Write the YAML (dense layers have no entry; ``num_hidden_layers`` is checked and recorded)."""
     src = str(path)
-    hidden_layout(placement, num_hidden_layers, first_moe_layer, src)
-    config = trtllm_config(placement, first_moe_layer, source=src)
+    require_full(placement, "TensorRT-LLM's load balancer", src)
+    layout = export_layout(placement, "TensorRT-LLM's load balancer", src, num_hidden_layers=num_hidden_layers,
+                           first_moe_layer=first_moe_layer, moe_layers=moe_layers, model=model)
+    config = _config(placement, layout)
+    hidden = "" if layout.num_hidden_layers is None else f" num_hidden_layers={layout.num_hidden_layers}"
     header = (
         f"# TensorRT-LLM MoE load balancer config, written by placement {__version__}\n"
         f"# placement: num_gpus={placement.num_gpus} num_experts={placement.num_experts} "
-        f"first_moe_layer={first_moe_layer}\n"
+        f"first_moe_layer={layout.first_moe_layer}{hidden}\n"
     )
     return write_yaml(config, path, header)
 
@@ -137,7 +158,7 @@ def read_trtllm(
         if row.min() < 0:
             raise input_error("holds a negative expert id; every slot must name an expert", src, field)
         rows.append(row)
-    return placement_from_phy2log(
+    placement = placement_from_phy2log(
         np.stack(rows),
         num_gpus,
         num_experts,
@@ -145,6 +166,12 @@ def read_trtllm(
         "initial_global_assignments",
         {"imported_from": "trtllm", "hidden_layers": layers, "first_moe_layer": layers[0]},
     )
+    H = header.get("num_hidden_layers")
+    try:
+        layout = LayerLayout(tuple(layers), H)
+    except PlacementInputError as exc:
+        raise input_error(exc.detail, src, "num_hidden_layers") from exc
+    return replace(placement, layout=layout)
 
 
 def _header(text: str, src: str) -> dict[str, int]:
@@ -152,7 +179,7 @@ def _header(text: str, src: str) -> dict[str, int]:
     for match in _HEADER.finditer(text):
         for item in match.group(1).split():
             key, sep, value = item.partition("=")
-            if sep and key in ("num_gpus", "num_experts", "first_moe_layer"):
+            if sep and key in ("num_gpus", "num_experts", "first_moe_layer", "num_hidden_layers"):
                 if not value.isdigit():
                     raise input_error(f"'{item}' in the '# placement:' comment is not KEY=INTEGER", src, key)
                 out[key] = int(value)

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from .._input import describe, strict_int
-from ..errors import NeedsTokenTraceError, input_error
+from ..errors import NeedsTokenTraceError, PlacementInputError, input_error
+from ..layout import LayerLayout
 from .counting import _load_counts
 
 __all__ = ["ModelSpec", "Trace"]
@@ -61,6 +62,14 @@ class ModelSpec:
         here); with ``hidden_size`` it sizes the expert for the compute model.  ``None`` when unknown.
     weight_dtype:
         Dtype of the expert weights as served (DeepSeek-V3: ``"fp8"``).
+    num_hidden_layers:
+        All hidden layers of the model, dense ones included (DeepSeek-V3: 61); ``None`` when
+        unknown.  With it (or ``moe_layers``) the model's layer layout is known
+        (:meth:`layout`), and placements solved from the trace carry it to the exports.
+    moe_layers:
+        Hidden-layer index of each MoE layer, for models whose MoE layers are interleaved with
+        dense ones (``(1, 3, 5, ...)``); ``None`` means ``first_moe_layer ..
+        first_moe_layer + num_layers - 1``.  Its first entry must be ``first_moe_layer``.
     """
 
     name: str
@@ -74,6 +83,21 @@ class ModelSpec:
     hidden_size: int | None = None
     intermediate_size: int | None = None
     weight_dtype: str = "bf16"
+    num_hidden_layers: int | None = None
+    moe_layers: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.moe_layers, (list, np.ndarray)):  # JSON and npz give lists: keep the spec hashable
+            object.__setattr__(self, "moe_layers", tuple(self.moe_layers))
+
+    def layout(self) -> LayerLayout | None:
+        """The model's :class:`~placement.layout.LayerLayout`, or ``None`` when neither
+        ``num_hidden_layers`` nor ``moe_layers`` is known."""
+        if self.num_hidden_layers is None and self.moe_layers is None:
+            return None
+        layers = self.moe_layers if self.moe_layers is not None else tuple(
+            range(self.first_moe_layer, self.first_moe_layer + self.num_layers))
+        return LayerLayout(layers, self.num_hidden_layers, self.name, self.hidden_size)
 
     def validate(self, source: str | None = None) -> None:
         """Raise :class:`~placement.errors.PlacementInputError` naming the bad field.
@@ -116,6 +140,29 @@ class ModelSpec:
             if self.topk_groups * per_group < self.top_k:
                 raise input_error(f"topk_groups={self.topk_groups} groups of {per_group} experts cannot hold "
                                   f"top_k={self.top_k} experts", source, "model.topk_groups")
+        self._validate_layout(source)
+
+    def _validate_layout(self, source: str | None) -> None:
+        from ..limits import check_limit
+
+        if self.num_hidden_layers is not None:
+            value = strict_int(self.num_hidden_layers, source, "model.num_hidden_layers", minimum=1)
+            check_limit("max_layers", value, source, "model.num_hidden_layers")
+        if self.moe_layers is not None and not isinstance(self.moe_layers, tuple):
+            raise input_error(f"must be a list of hidden-layer indices, got {describe(self.moe_layers)}", source,
+                              "model.moe_layers")
+        if self.moe_layers is not None:
+            if len(self.moe_layers) != self.num_layers:
+                raise input_error(f"lists {len(self.moe_layers)} layers, but num_layers={self.num_layers}", source,
+                                  "model.moe_layers")
+            if self.moe_layers and self.moe_layers[0] != self.first_moe_layer:
+                raise input_error(f"starts at hidden layer {self.moe_layers[0]}, but first_moe_layer="
+                                  f"{self.first_moe_layer}; make them agree", source, "model.moe_layers")
+        if self.num_hidden_layers is not None or self.moe_layers is not None:
+            try:
+                self.layout()
+            except PlacementInputError as exc:
+                raise input_error(exc.detail, source, (exc.field or "").replace("layout.", "model.")) from exc
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (JSON/YAML/npz metadata)."""
@@ -131,6 +178,8 @@ class ModelSpec:
             "hidden_size": None if self.hidden_size is None else int(self.hidden_size),
             "intermediate_size": None if self.intermediate_size is None else int(self.intermediate_size),
             "weight_dtype": self.weight_dtype,
+            "num_hidden_layers": None if self.num_hidden_layers is None else int(self.num_hidden_layers),
+            "moe_layers": None if self.moe_layers is None else [int(v) for v in self.moe_layers],
         }
 
     @classmethod

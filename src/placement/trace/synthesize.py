@@ -123,20 +123,20 @@ class SynthPreset:
 _DSV3_SKEW = 0.78
 _DSV3_SPREAD = 0.12
 _DSV3 = dict(num_layers=58, num_experts=256, top_k=8, num_shared_experts=1, num_groups=8, topk_groups=4,
-             first_moe_layer=3, hidden_size=7168, intermediate_size=2048, weight_dtype="fp8")
+             first_moe_layer=3, hidden_size=7168, intermediate_size=2048, weight_dtype="fp8", num_hidden_layers=61)
 _FINE_NOTE = ("skew and skew_spread reuse the DeepSeek-V3 calibration (same per-expert log-popularity "
               "spread); affinity is a moderate guess, no public per-token recording was available")
 
 MODEL_PRESETS: dict[str, SynthPreset] = {
     "mixtral-8x7b": SynthPreset(
         ModelSpec("mixtral-8x7b", num_layers=32, num_experts=8, top_k=2, hidden_size=4096,
-                  intermediate_size=14336),
+                  intermediate_size=14336, num_hidden_layers=32),
         skew=0.35, skew_spread=0.3, affinity=0.4, gate_gap=1.0,
         note="affinity set so that a greedy 4-/8-GPU placement keeps more top-1 layer boundaries on one "
              "GPU (47 % / 36 %) than ExFlow reports (43.6 % / 28.5 %); skew is a guess"),
     "deepseekmoe-16b": SynthPreset(
         ModelSpec("deepseekmoe-16b", num_layers=27, num_experts=64, top_k=6, num_shared_experts=2,
-                  first_moe_layer=1, hidden_size=2048, intermediate_size=1408),
+                  first_moe_layer=1, hidden_size=2048, intermediate_size=1408, num_hidden_layers=28),
         skew=_DSV3_SKEW, skew_spread=_DSV3_SPREAD, affinity=0.3, gate_gap=0.3, note=_FINE_NOTE),
     "deepseek-v3": SynthPreset(
         ModelSpec("deepseek-v3", **_DSV3),
@@ -149,10 +149,11 @@ MODEL_PRESETS: dict[str, SynthPreset] = {
         note="alias of deepseek-v3 (same architecture and router)"),
     "qwen3-235b-a22b": SynthPreset(
         ModelSpec("qwen3-235b-a22b", num_layers=94, num_experts=128, top_k=8, hidden_size=4096,
-                  intermediate_size=1536),
+                  intermediate_size=1536, num_hidden_layers=94),
         skew=_DSV3_SKEW, skew_spread=_DSV3_SPREAD, affinity=0.3, gate_gap=0.3, note=_FINE_NOTE),
     "olmoe": SynthPreset(
-        ModelSpec("olmoe", num_layers=16, num_experts=64, top_k=8, hidden_size=2048, intermediate_size=1024),
+        ModelSpec("olmoe", num_layers=16, num_experts=64, top_k=8, hidden_size=2048, intermediate_size=1024,
+                  num_hidden_layers=16),
         skew=_DSV3_SKEW, skew_spread=_DSV3_SPREAD, affinity=0.3, gate_gap=0.3, note=_FINE_NOTE),
 }
 
