@@ -99,3 +99,24 @@ def test_fat_tree_spreads_leaf_pairs_over_spines():
     # 4 servers, 2 per leaf: 2 leaves; each sends 16 x 16 pairs to the other over 8 spines = 32 per up-arc
     assert pairs[spine].min() == pairs[spine].max() == 16 * 16 // 8
     assert np.array_equal(topo.hops, preset("fat-tree:4x8").hops)
+
+
+def test_cli_solve_from_a_deployed_placement(case, tmp_path, capsys):
+    from placement.cli import main
+
+    trace, topo = case
+    tpath, cur = tmp_path / "t.npz", tmp_path / "current.json"
+    placement.save_trace(trace, tpath)
+    solve(trace, topo, "contiguous").placement.save(cur)
+    out = tmp_path / "p.json"
+    code = main(["solve", "--trace", str(tpath), "--topology", "fat-tree:2x4", "--method", "layer-time",
+                 "--from", str(cur), "--option", "max_moves=2", "--option", "redundant=0", "--replica", "vllm",
+                 "--out", str(out)])
+    assert code == 0
+    p = placement.load_placement(out)
+    assert moved_experts(p.slots.astype(np.int64), solve(trace, topo, "contiguous").placement.slots.astype(np.int64),
+                         trace.num_experts).max() <= 2
+    assert p.metadata["replica"] == "vllm"  # the method optimised for the rule the report evaluates
+    assert main(["solve", "--trace", str(tpath), "--topology", "fat-tree:2x4", "--method", "eplb",
+                 "--from", str(cur)]) == 2
+    assert "--from" in capsys.readouterr().err

@@ -23,6 +23,10 @@ from ._common import (
 
 __all__ = ["register", "run"]
 
+#: evaluation flags a step-time method takes as its own options when --option does not set them
+_SERVING_FLAGS = ("replica", "transport", "tokens_per_step", "tokens_per_gpu", "dispatch_dtype", "combine_dtype",
+                  "gpu", "overlap")
+
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     """Add ``placement solve`` to the CLI's subparsers."""
@@ -44,6 +48,8 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--baseline", default="contiguous", choices=list(METHODS), help="method to compare against")
     p.add_argument("--out", help="write the placement here (.json, .yaml, .yml)")
+    p.add_argument("--from", dest="current", metavar="PLACEMENT",
+                   help="the deployed placement, for a migration budget (layer-time: --option max_moves=B)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     add_format_option(p)
     add_eval_options(p)
@@ -60,8 +66,20 @@ def run(args: argparse.Namespace) -> int:
     check_out(args.out, (".json", ".yaml", ".yml"))
     method = get_method(args.method)
     given = parse_kv(args.option, "--option")
-    if "verbose" in {o.name for o in method.options} and "verbose" not in given:
+    names = {o.name for o in method.options}
+    if "verbose" in names and "verbose" not in given:
         given["verbose"] = str(not args.quiet)  # the progress line of long solves, off with --quiet
+    if args.current:
+        if "current" not in names:
+            from ..errors import input_error
+
+            raise input_error(f"method '{args.method}' keeps no migration budget; use --method layer-time",
+                              field="--from")
+        given.setdefault("current", args.current)
+    # a method that optimises the serving step optimises it for the stack the report evaluates
+    for key, value in eval_kwargs(args).items():
+        if key in names and key not in given and value not in (None, False) and key in _SERVING_FLAGS:
+            given[key] = str(value)
     options = method.parse_options(given)
     trace = load_trace(args.trace)
     topo = as_topology(args.topology)
