@@ -1,8 +1,9 @@
 """Tests of the synthetic trace generator (placement.trace.synthesize).
 
-The calibration test is the contract with docs/synthetic-traces.md: the DeepSeek-V3 preset's load
+The calibration tests are the contract with docs/synthetic-traces.md: the DeepSeek-V3 preset's load
 statistics must land in the ranges measured on real SGLang recordings (CALIBRATION.md, the union of
-its decode and prefill rows).
+its decode and prefill rows), and the Mixtral preset's inter-layer affinity and skew in those of a real
+per-token Mixtral recording, compared at the recording's effective sample size.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from placement.errors import PlacementInputError
 from placement.trace import ModelSpec, Trace
 from placement.trace.synthesize import (
     DEEPSEEK_V3_TARGETS,
+    MIXTRAL_8X7B_EFFECTIVE_TOKENS,
+    MIXTRAL_8X7B_TARGETS,
     MODEL_PRESETS,
+    affinity_stats,
     calibration_stats,
     layer_popularity,
     synthesize,
@@ -33,6 +37,81 @@ def test_deepseek_v3_preset_matches_real_load_statistics(dsv3, key):
     lo, hi = DEEPSEEK_V3_TARGETS[key]
     value = calibration_stats(dsv3)[key]
     assert lo <= value <= hi, f"{key}={value:.4f} outside the real recordings' range [{lo}, {hi}]"
+
+
+def _mixtral_stats(**params) -> dict[str, float]:
+    """CALIBRATION.md's Mixtral statistics, mean over 16 seeds of traces of the recording's effective size."""
+    rows = []
+    for seed in range(16):
+        t = synthesize("mixtral-8x7b", MIXTRAL_8X7B_EFFECTIVE_TOKENS, seed=seed, weights=False, **params)
+        rows.append({**affinity_stats(t), **calibration_stats(t)})
+    return {key: float(np.mean([r[key] for r in rows])) for key in MIXTRAL_8X7B_TARGETS}
+
+
+@pytest.fixture(scope="module")
+def mixtral_stats() -> dict[str, float]:
+    return _mixtral_stats()
+
+
+@pytest.mark.parametrize("key", sorted(MIXTRAL_8X7B_TARGETS))
+def test_mixtral_preset_matches_real_routing(mixtral_stats, key):
+    lo, hi = MIXTRAL_8X7B_TARGETS[key]
+    assert lo <= mixtral_stats[key] <= hi, f"{key}={mixtral_stats[key]:.4f} outside the real range [{lo}, {hi}]"
+
+
+def test_mixtral_targets_reject_the_previous_guess():
+    # the preset's former defaults (affinity 0.4, skew 0.35, spread 0.3) overstated the affinity and the
+    # worst layer's skew: the targets must tell them apart
+    old = _mixtral_stats(skew=0.35, skew_spread=0.3, affinity=0.4)
+    outside = [k for k, (lo, hi) in MIXTRAL_8X7B_TARGETS.items() if not lo <= old[k] <= hi]
+    assert {"top1_successor_share", "hot_over_mean_max"} <= set(outside)
+
+
+def test_olmoe_preset_skew_matches_the_olmoe_repository_counts():
+    # CALIBRATION.md: OLMoE's hottest/mean expert load, median of layers 0, 7 and 15, is 2.7 (C4) to 7.5
+    # (arXiv) across five domains; each seed is one draw of the popularity, like one domain
+    for seed in range(4):
+        hot = calibration_stats(synthesize("olmoe", 20_000, seed=seed, weights=False),
+                                per_layer=True)["per_layer"]["hot_over_mean"]
+        assert 2.7 <= np.median(hot[[0, 7, 15]]) <= 7.5
+
+
+def test_affinity_stats_against_direct_counts():
+    t = synthesize("mixtral-8x7b", 3000, seed=5, weights=False)
+    ex = t.experts.astype(np.int64)
+    s = affinity_stats(t, per_boundary=True)
+    assert s["top1_successor_share"] == pytest.approx(_successor_concentration(ex[:, :, 0], 8))
+    mi, pooled = [], []
+    for layer in range(31):
+        joint = np.zeros((8, 8))
+        np.add.at(joint, (ex[:, layer, 0], ex[:, layer + 1, 0]), 1)
+        p = joint / joint.sum()
+        px, py = p.sum(axis=1), p.sum(axis=0)
+        mi.append(sum(p[a, b] * np.log2(p[a, b] / (px[a] * py[b])) for a in range(8) for b in range(8) if p[a, b]))
+        pairs = np.zeros((8, 8))
+        for i in range(2):
+            for j in range(2):
+                np.add.at(pairs, (ex[:, layer, i], ex[:, layer + 1, j]), 1)
+        pooled.append(pairs.max(axis=1).sum() / pairs.sum())
+    np.testing.assert_allclose(s["per_boundary"]["top1_mutual_information"], mi, rtol=1e-9)
+    assert s["top1_mutual_information"] == pytest.approx(np.mean(mi))
+    assert s["topk_successor_share"] == pytest.approx(np.mean(pooled))
+    # independent layers share no information (up to the plug-in bias of 3000 tokens)
+    free = affinity_stats(synthesize("mixtral-8x7b", 3000, seed=5, affinity=0.0, weights=False))
+    assert free["top1_mutual_information"] < 0.02 < s["top1_mutual_information"]
+
+
+def test_token_seed_gives_fresh_tokens_of_the_same_model():
+    a = synthesize("mixtral-8x7b", 20_000, seed=3, weights=False)
+    b = synthesize("mixtral-8x7b", 20_000, seed=3, token_seed=1, weights=False)
+    c = synthesize("mixtral-8x7b", 20_000, seed=4, weights=False)
+    assert (a.experts != b.experts).mean() > 0.5
+    # same popularity: per-layer loads agree to sampling noise, unlike another model seed
+    la, lb, lc = (t.layer_counts() / 40_000 for t in (a, b, c))
+    assert np.abs(la - lb).max() < 0.02 < np.abs(la - lc).max()
+    assert b.metadata["token_seed"] == 1 and a.metadata["token_seed"] is None
+    np.testing.assert_array_equal(b.experts, synthesize("mixtral-8x7b", 20_000, seed=3, token_seed=1,
+                                                        weights=False).experts)
 
 
 def test_calibration_stats_by_hand():
@@ -154,13 +233,14 @@ def test_affinity_zero_is_independent_and_high_affinity_is_predictive():
     np.testing.assert_allclose(lf, lt, atol=0.02)
 
 
-def _stay_on_gpu(top1: np.ndarray, E: int, gpus: int) -> float:
+def _stay_on_gpu(top1: np.ndarray, E: int, gpus: int, test: np.ndarray | None = None) -> float:
     """ExFlow's metric under a greedy placement: layer by layer, place layer l+1's experts (E/gpus per
-    GPU) to maximise the top-1 boundaries that stay on one GPU (a linear assignment per layer)."""
+    GPU) to maximise the top-1 boundaries that stay on one GPU (a linear assignment per layer); scored
+    on ``test`` (other tokens) when given, else in-sample."""
     n, L = top1.shape
     per = E // gpus
     gpu_of = np.arange(E) // per
-    stays = 0.0
+    placement = [gpu_of]  # GPU of each expert, layer by layer
     for layer in range(L - 1):
         T = np.bincount(top1[:, layer].astype(np.int64) * E + top1[:, layer + 1], minlength=E * E)
         W = np.zeros((gpus, E))
@@ -168,16 +248,21 @@ def _stay_on_gpu(top1: np.ndarray, E: int, gpus: int) -> float:
         slots, experts = linear_sum_assignment(-np.repeat(W, per, axis=0))
         gpu_of = np.empty(E, dtype=np.int64)
         gpu_of[experts] = slots // per
-        stays += W[gpu_of, np.arange(E)].sum()
-    return stays / (n * (L - 1))
+        placement.append(gpu_of)
+    scored = top1 if test is None else test
+    gpu = np.stack([placement[layer][scored[:, layer]] for layer in range(L)], axis=1)
+    return float((gpu[:, 1:] == gpu[:, :-1]).mean())
 
 
-def test_mixtral_default_affinity_allows_exflow_locality():
-    # ExFlow (Mixtral, a good placement): 43.6 % of boundaries on one GPU at 4 GPUs, 28.5 % at 8,
-    # against 25 % / 12.5 % for uniform routing
-    top1 = synthesize("mixtral-8x7b", 10_000, weights=False).experts[:, :, 0]
-    assert _stay_on_gpu(top1, 8, 4) >= 0.436
-    assert _stay_on_gpu(top1, 8, 8) >= 0.285
+def test_mixtral_default_affinity_generalises_but_below_exflows_claim():
+    # uniform routing keeps 25 % / 12.5 % of top-1 boundaries on one of 4 / 8 GPUs; ExFlow reports 43.6 % /
+    # 28.5 % on Mixtral; the real recording of CALIBRATION.md gives an exact ExFlow placement 28 % / 14 % out
+    # of sample. A greedy placement fitted to one token sample must beat uniform on fresh tokens of the
+    # same model, and stay below ExFlow's figure
+    fit = synthesize("mixtral-8x7b", 10_000, weights=False).experts[:, :, 0]
+    test = synthesize("mixtral-8x7b", 10_000, token_seed=1, weights=False).experts[:, :, 0]
+    for gpus, uniform, exflow in ((4, 0.25, 0.436), (8, 0.125, 0.285)):
+        assert uniform + 0.05 < _stay_on_gpu(fit, 8, gpus, test=test) < exflow
 
 
 def test_skew_increases_hot_over_mean_monotonically():

@@ -65,8 +65,11 @@ from ._trace import ModelSpec, Trace
 
 __all__ = [
     "DEEPSEEK_V3_TARGETS",
+    "MIXTRAL_8X7B_EFFECTIVE_TOKENS",
+    "MIXTRAL_8X7B_TARGETS",
     "MODEL_PRESETS",
     "SynthPreset",
+    "affinity_stats",
     "calibration_stats",
     "layer_popularity",
     "synthesize",
@@ -131,9 +134,10 @@ MODEL_PRESETS: dict[str, SynthPreset] = {
     "mixtral-8x7b": SynthPreset(
         ModelSpec("mixtral-8x7b", num_layers=32, num_experts=8, top_k=2, hidden_size=4096,
                   intermediate_size=14336, num_hidden_layers=32),
-        skew=0.35, skew_spread=0.3, affinity=0.4, gate_gap=1.0,
-        note="affinity set so that a greedy 4-/8-GPU placement keeps more top-1 layer boundaries on one "
-             "GPU (47 % / 36 %) than ExFlow reports (43.6 % / 28.5 %); skew is a guess"),
+        skew=0.22, skew_spread=0.15, affinity=0.21, gate_gap=1.0,
+        note="skew, skew_spread and affinity fitted to a per-token vLLM recording of Mixtral-8x7B-Instruct "
+             "(CALIBRATION.md: successor predictability, mutual information, hottest expert), compared at "
+             "the recording's effective sample size (MIXTRAL_8X7B_TARGETS)"),
     "deepseekmoe-16b": SynthPreset(
         ModelSpec("deepseekmoe-16b", num_layers=27, num_experts=64, top_k=6, num_shared_experts=2,
                   first_moe_layer=1, hidden_size=2048, intermediate_size=1408, num_hidden_layers=28),
@@ -173,6 +177,23 @@ DEEPSEEK_V3_TARGETS: dict[str, tuple[float, float]] = {
     "gini": (0.32, 0.44),
     "loglog_slope": (-0.55, -0.43),
 }
+
+#: CALIBRATION.md's real Mixtral-8x7B-Instruct routing (vLLM, GSM8K and HumanEval prompts, 577 generated
+#: tokens x 32 layers x top-2), as ranges around its point figures (about +-10 %): keys of
+#: :func:`affinity_stats` and :func:`calibration_stats`.  The figures are plug-in estimates on a small
+#: sample, biased upward; compare a trace with them on :data:`MIXTRAL_8X7B_EFFECTIVE_TOKENS` tokens.
+MIXTRAL_8X7B_TARGETS: dict[str, tuple[float, float]] = {
+    "top1_successor_share": (0.27, 0.33),     # real 0.30 (uniform routing 0.125)
+    "top1_mutual_information": (0.27, 0.35),  # real 0.31 bits
+    "topk_successor_share": (0.19, 0.23),     # real 0.21
+    "hot_over_mean_median": (1.22, 1.44),     # real 1.33
+    "hot_over_mean_max": (1.55, 2.0),         # real 1.76
+}
+#: Independent tokens that carry the sampling bias of the 577 recorded Mixtral tokens.  The recording's
+#: mutual information is 0.54 bits on 244 tokens and 0.31 on 577: a bias ``c / N`` with ``c = 97`` bits x
+#: tokens, 2.75 times the ``(8 - 1)^2 / (2 ln 2) = 35`` of independent tokens (tokens of one prompt route
+#: alike), so 577 recorded tokens weigh like 577 / 2.75 = 210 independent ones.
+MIXTRAL_8X7B_EFFECTIVE_TOKENS = 210
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -250,6 +271,76 @@ def calibration_stats(trace: Trace | np.ndarray, *, per_layer: bool = False) -> 
         out[key] = float(np.median(layers[key]))
     if per_layer:
         out["per_layer"] = layers
+    return out
+
+
+def _mutual_information_bits(joint: np.ndarray) -> np.ndarray:
+    """Plug-in mutual information (bits) of each count table ``joint [..., E, E]`` (``float64 [...]``)."""
+    total = joint.sum(axis=(-2, -1), keepdims=True)
+    pxy = joint / np.where(total > 0, total, 1.0)
+    outer = pxy.sum(axis=-1, keepdims=True) * pxy.sum(axis=-2, keepdims=True)
+    terms = np.zeros_like(pxy)
+    np.log2(pxy / np.where(outer > 0, outer, 1.0), out=terms, where=pxy > 0)
+    return (pxy * terms).sum(axis=(-2, -1))
+
+
+def affinity_stats(trace: Trace, *, per_boundary: bool = False) -> dict[str, Any]:
+    """Inter-layer affinity of a token trace: how well a token's expert at one layer predicts the next.
+
+    Per boundary ``l -> l + 1`` (each statistic then averaged over the boundaries):
+
+    ``top1_successor_share``
+        Fraction of tokens whose top-1 expert at ``l + 1`` is the most frequent successor of their
+        top-1 expert at ``l`` (in-sample; uniform independent routing gives about ``1 / E``).
+    ``top1_mutual_information``
+        Plug-in mutual information, in bits, between the top-1 experts at ``l`` and ``l + 1``.
+    ``topk_successor_share``
+        ``top1_successor_share`` over all ``k x k`` (expert at ``l``, expert at ``l + 1``) pairs of each
+        token pooled.
+
+    These are CALIBRATION.md's Mixtral statistics; :data:`MIXTRAL_8X7B_TARGETS` holds the real
+    recording's ranges.  Plug-in estimates grow on small samples (compare traces of equal size).
+
+    Parameters
+    ----------
+    trace:
+        A token trace with at least two MoE layers.
+    per_boundary:
+        Also return the per-boundary values (``float64 [layers - 1]`` each) under ``"per_boundary"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from placement.trace import ModelSpec, Trace
+    >>> ex = np.array([[[0], [1]], [[0], [1]], [[1], [0]], [[1], [1]]])  # 4 tokens, 2 layers, top-1
+    >>> s = affinity_stats(Trace.from_tokens(ModelSpec("m", 2, 2, 1), ex))
+    >>> s["top1_successor_share"], round(s["top1_mutual_information"], 4)
+    (0.75, 0.3113)
+    """
+    experts = trace.require_tokens("affinity_stats")
+    T, L, k = experts.shape
+    E = trace.num_experts
+    if L < 2:
+        raise input_error(f"needs at least two MoE layers, the trace has {L}", trace.source, "experts")
+    ex = experts.astype(np.int64)
+    boundary = np.arange(L - 1, dtype=np.int64)[None, :]
+    # top-1 pair counts of every boundary at once: [L - 1, E, E]
+    top1 = np.bincount(((boundary * E + ex[:, :-1, 0]) * E + ex[:, 1:, 0]).ravel(),
+                       minlength=(L - 1) * E * E).reshape(L - 1, E, E).astype(np.float64)
+    pooled = np.zeros((L - 1) * E * E, dtype=np.float64)
+    for i in range(k):
+        for j in range(k):
+            pooled += np.bincount(((boundary * E + ex[:, :-1, i]) * E + ex[:, 1:, j]).ravel(),
+                                  minlength=(L - 1) * E * E)
+    pooled = pooled.reshape(L - 1, E, E)
+    per = {
+        "top1_successor_share": top1.max(axis=2).sum(axis=1) / T,
+        "top1_mutual_information": _mutual_information_bits(top1),
+        "topk_successor_share": pooled.max(axis=2).sum(axis=1) / (T * k * k),
+    }
+    out: dict[str, Any] = {key: float(v.mean()) for key, v in per.items()}
+    if per_boundary:
+        out["per_boundary"] = per
     return out
 
 
@@ -515,6 +606,7 @@ def synthesize(
     weights: bool = True,
     gate_gap: float | None = None,
     workers: int | None = None,
+    token_seed: int | None = None,
 ) -> Trace:
     """Generate a synthetic token trace (see the module docstring for the generative model).
 
@@ -550,6 +642,11 @@ def synthesize(
     workers:
         Threads generating blocks of tokens in parallel (``None``: up to 4, one per CPU).
         The trace does not depend on it.
+    token_seed:
+        Seed of the tokens only: the model (popularity, layouts, successor maps, gate-weight
+        table) still comes from ``seed``, so two token seeds give two independent samples of
+        one model's routing, e.g. a trace to fit a placement to and one to test it on.
+        ``None``: the tokens come from ``seed`` too.
 
     Returns
     -------
@@ -592,6 +689,10 @@ def synthesize(
     if num_ranks is not None and (isinstance(num_ranks, bool) or not isinstance(num_ranks, (int, np.integer))
                                   or num_ranks < 1):
         raise input_error(f"must be a positive integer or None, got {num_ranks!r}", "synthesize", "num_ranks")
+    if token_seed is not None and (isinstance(token_seed, bool) or not isinstance(token_seed, (int, np.integer))
+                                   or token_seed < 0):
+        raise input_error(f"must be a non-negative integer or None, got {token_seed!r}", "synthesize",
+                          "token_seed")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
                                 or workers < 1):
         raise input_error(f"must be a positive integer or None, got {workers!r}", "synthesize", "workers")
@@ -614,7 +715,8 @@ def synthesize(
 
     def block(b: int) -> None:
         start, stop = b * _BLOCK, min(n, (b + 1) * _BLOCK)
-        rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence([seed, 1, b])))
+        stream = [seed, 1, b] if token_seed is None else [seed, 2, int(token_seed), b]
+        rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence(stream)))
         width = 1 << max(0, (stop - start - 1).bit_length())  # a power of two >= the block's tokens
         sampler = _BlockSampler(spec, layers, affinity, rng, width)
         for li in range(L):
@@ -640,7 +742,8 @@ def synthesize(
         origin = (np.arange(n, dtype=np.int64) * int(num_ranks) // n).astype(np.int32)
     metadata = {
         "generator": "placement.trace.synthesize", "generator_version": GENERATOR_VERSION,
-        "preset": None if preset is None else preset.spec.name, "seed": int(seed), "skew": skew,
+        "preset": None if preset is None else preset.spec.name, "seed": int(seed),
+        "token_seed": None if token_seed is None else int(token_seed), "skew": skew,
         "skew_spread": skew_spread, "affinity": affinity, "gate_gap": gate_gap if weights else None,
     }
     return Trace.from_tokens(spec, experts, weights=w, origin=origin, num_ranks=num_ranks,
