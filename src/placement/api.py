@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .trace import ModelSpec
 
 __all__ = ["solve", "compare", "metrics_table", "verdict", "Verdict", "memory_cost", "as_topology", "as_stats",
-           "parse_method_spec", "comparison_frame", "PLACEMENT_SUFFIXES"]
+           "parse_method_spec", "comparison_frame", "resolve_entry", "PLACEMENT_SUFFIXES"]
 
 #: Suffixes of placement files: an entry of :func:`compare`'s ``methods`` ending so is a file, not a method.
 PLACEMENT_SUFFIXES = (".json", ".yaml", ".yml")
@@ -149,10 +149,10 @@ def compare(trace: Trace | TraceStats, topology: Topology | str,
         raise input_error(f"must be a Trace (a held-out trace of the same model), got {type(test_trace).__name__}",
                           field="test_trace")
     options = options or {}
-    entries = [_entry(e) for e in methods]
+    entries = [resolve_entry(e) for e in methods]
     names = [label for label, _ in entries]
     if reference is not None:
-        ref_label, ref_what = _entry(reference)
+        ref_label, ref_what = resolve_entry(reference)
         if ref_label not in names:
             entries.append((ref_label, ref_what))
         reference = ref_label
@@ -194,7 +194,7 @@ def comparison_frame(metrics: Mapping[str, Metrics], placements: Mapping[str, Pl
     return frame.join(pd.DataFrame.from_dict(extra, orient="index"))
 
 
-def _entry(entry: Any) -> tuple[str, str | Placement]:
+def resolve_entry(entry: Any) -> tuple[str, str | Placement]:
     """``(label, method spec or placement)`` of one entry of :func:`compare`'s ``methods``."""
     from pathlib import Path
 
