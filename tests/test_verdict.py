@@ -24,7 +24,7 @@ TOPO = "fat-tree:2x4"
 def traces():
     """Fitting and held-out traces of one model (DeepSeekMoE-16B: 64 experts on 8 GPUs, EPLB replicates)."""
     fit = synthesize("deepseekmoe-16b", 256, seed=0, num_ranks=8)
-    held = synthesize("deepseekmoe-16b", 256, seed=1, num_ranks=8)
+    held = synthesize("deepseekmoe-16b", 256, seed=0, token_seed=1, num_ranks=8)  # same model, other tokens
     return fit, held
 
 
