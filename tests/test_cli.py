@@ -82,7 +82,7 @@ def test_every_command_has_an_example():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["solve", "--trace", "missing.npz", "--topology", "fat-tree:2x4"], "missing.npz: file not found"),
+    (["solve", "--trace", "missing.npz", "--topology", "fat-tree:2x4"], "missing.npz: field '--trace': file not found"),
     (["solve", "--trace", "{trace}", "--topology", "no-such-preset"], "no-such-preset"),
     (["solve", "--trace", "{trace}", "--topology", "fat-tree:2x4", "--method", "random", "--option", "sed=1"],
      "unknown option(s) ['sed'] for method 'random'"),
@@ -95,7 +95,7 @@ def test_every_command_has_an_example():
      "field 'experts': expert id 16"),
     (["solve", "--trace", "{trace}", "--topology", "{disconnected}", "--out", "{tmp}/p.json"], "disconnected.yaml"),
     (["evaluate", "--placement", "{tmp}/nope.json", "--trace", "{trace}", "--topology", "fat-tree:2x4"],
-     "nope.json: file not found"),
+     "nope.json: field '--placement': file not found"),
     (["compare", "--trace", "{trace}", "--topology", "fat-tree:2x4", "--methods", "contiguous,magic"],
      "unknown method 'magic'"),
     (["trace", "synth", "--model", "no-such-model", "--tokens", "10", "--out", "{tmp}/t.npz"], "no-such-model"),

@@ -82,6 +82,8 @@ def refused(argv: list[str], names: tuple[str, ...], inputs: tuple[Path, ...] = 
     assert len(lines) == 1 and lines[0].startswith("placement: error: "), repr(stderr)
     assert any(n in lines[0] for n in names), f"none of {names} in {lines[0]!r}"
     assert "allow_pickle" not in lines[0], lines[0]
+    if os.environ.get("FUZZ_SHOW"):  # print every message, to read them
+        print(lines[0])
     for o, data in before.items():
         now = o.read_bytes() if o.is_file() else None
         assert now == data, f"{o} changed"
@@ -326,3 +328,271 @@ def test_bad_trace_files(tmp_path, good):
             failures.append(f"{cid}: {exc}")
     assert not failures, "\n".join(failures)
     assert len(cases) >= 90
+
+
+# ----------------------------------------------------------------------------------------- topologies
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+NODES = ("nodes:\n  - {id: a, kind: gpu, server: s0}\n  - {id: b, kind: gpu, server: s0}\n"
+         "  - {id: sw, kind: nvswitch, server: s0}\n")
+LINKS = ("links:\n  - {a: a, b: sw, tier: nvlink, bandwidth_GBps: 450}\n"
+         "  - {a: b, b: sw, tier: nvlink, bandwidth_GBps: 450}\n")
+
+
+def topology_cases(tmp: Path) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(case id, --topology value, names one of which the message must contain)."""
+    files = {
+        "bomb": BOMB + NODES + LINKS,
+        "dup-top-key": "name: x\nname: y\n" + NODES + LINKS,
+        "dup-node-key": NODES.replace("kind: gpu, server: s0}", "kind: gpu, kind: nic, server: s0}", 1) + LINKS,
+        "kind-GPU": NODES.replace("kind: gpu", "kind: GPU") + LINKS,
+        "kind-list": NODES.replace("kind: gpu", "kind: [gpu]", 1) + LINKS,
+        "not-utf8": None,
+        "tabs": "name: x\n\tnodes: []\n",
+        "top-list": "- a\n- b\n",
+        "top-scalar": "42\n",
+        "empty": "",
+        "bw-bool": NODES + LINKS.replace("450", "true", 1),
+        "bw-negative": NODES + LINKS.replace("450", "-1", 1),
+        "bw-inf": NODES + LINKS.replace("450", ".inf", 1),
+        "bw-text": NODES + LINKS.replace("450", "fast", 1),
+        "latency-negative": NODES + LINKS.replace("450}", "450, latency_us: -3}", 1),
+        "unknown-node": NODES + LINKS.replace("a: a,", "a: zz,", 1),
+        "self-loop": NODES + LINKS.replace("b: sw", "b: a", 1),
+        "dup-link": NODES + LINKS + "  - {a: a, b: sw, tier: nvlink, bandwidth_GBps: 450}\n",
+        "no-gpu": NODES.replace("kind: gpu", "kind: nic") + LINKS,
+        "gpu-no-server": NODES.replace(", server: s0}", "}", 1) + LINKS,
+        "unknown-key": "colour: red\n" + NODES + LINKS,
+        "preset-int": "preset: 42\n",
+        "preset-huge": "preset: 'fat-tree:100000x8'\n",
+        "preset-and-nodes": "preset: dgx-h100\n" + NODES,
+        "gpu-model": "gpu: h9000\n" + NODES + LINKS,
+        "disconnected": NODES + "links:\n  - {a: a, b: sw, tier: nvlink, bandwidth_GBps: 450}\n",
+        "deep": "x: " + "[" * 5000 + "]" * 5000 + "\n",
+        "huge-int": "name: 1" + "0" * 5000 + "\n" + NODES + LINKS,
+    }
+    out = []
+    for cid, text in files.items():
+        p = tmp / f"topo-{cid}.yaml"
+        p.write_bytes(b"name: \xff\xfe\n" if text is None else text.encode())
+        out.append((cid, str(p), (p.name,)))
+    (tmp / "topodir.yaml").mkdir(exist_ok=True)
+    out += [("directory", str(tmp / "topodir.yaml"), ("is a directory",)),
+            ("missing-file", str(tmp / "nope.yaml"), ("not found",)),
+            ("empty-spec", "", ("topology",)),
+            ("blank-spec", "   ", ("topology",)),
+            ("unknown-preset", "fat-free:2x4", ("fat-free",)),
+            ("preset-huge", "fat-tree:100000x8", ("max_gpus",)),
+            ("preset-huge-gpus", "dgx-h100:1x99999999", ("max_gpus",)),
+            ("preset-huge-digits", "fat-tree:servers=" + "9" * 40, ("servers",)),
+            ("preset-negative", "fat-tree:servers=-2", ("servers",)),
+            ("preset-float-count", "fat-tree:servers=2.5", ("servers",)),
+            ("preset-bool", "fat-tree:servers=true", ("servers",)),
+            ("preset-nan-bw", "fat-tree:2x4,nic_GBps=nan", ("nic_GBps",)),
+            ("preset-inf-bw", "fat-tree:2x4,nic_GBps=inf", ("nic_GBps",)),
+            ("preset-zero-bw", "rail:2x4,nvlink_GBps=0", ("nvlink_GBps",)),
+            ("preset-dup-key", "fat-tree:servers=2,servers=3", ("servers",)),
+            ("preset-unknown-key", "fat-tree:colour=2", ("colour",)),
+            ("preset-gpu", "fat-tree:2x4,gpu=h9000", ("h9000",)),
+            ("preset-garbage", "dragonfly:::", ("dragonfly",)),
+            ("preset-dgx-servers", "dgx-h100:4x8", ("servers",))]
+    return out
+
+
+def test_bad_topologies(tmp_path, good):
+    failures = []
+    cases = topology_cases(tmp_path)
+    for i, (cid, spec, names) in enumerate(cases):
+        try:
+            refused(["topology", "show", spec], names)
+            if i % 3 == 0:
+                out = tmp_path / "out.json"
+                shutil.copy(good / "old.json", out)
+                refused(["solve", "--trace", good / "t.npz", "--topology", spec, "--out", out], names, outputs=(out,))
+        except AssertionError as exc:
+            failures.append(f"{cid}: {exc}")
+    assert not failures, "\n".join(failures)
+
+
+# ----------------------------------------------------------------------------------------- placements
+def placement_cases(tmp: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
+    base = {"schema": "placement/1", "num_layers": 2, "num_experts": 8, "num_gpus": 4, "slots_per_gpu": 2,
+            "slots": [[[0, 4], [1, 5], [2, 6], [3, 7]], [[0, 4], [1, 5], [2, 6], [3, 7]]]}
+
+    def with_(**kw):
+        return {**base, **kw}
+
+    def slot(v):
+        s = json.loads(json.dumps(base["slots"]))
+        s[1][2][1] = v
+        return with_(slots=s)
+
+    docs: dict[str, object] = {
+        "slot-fraction": slot(6.5), "slot-whole-float": slot(6.0), "slot-string": slot("6"), "slot-bool": slot(True),
+        "slot-null": slot(None), "slot-huge": slot(10**30), "slot-wrap": slot(2**32 + 6), "slot-list": slot([6]),
+        "slot-out-of-range": slot(8), "slot-negative": slot(-2),
+        "experts-fraction": with_(num_experts=8.5), "experts-whole-float": with_(num_experts=8.0),
+        "experts-string": with_(num_experts="8"), "experts-bool": with_(num_experts=True),
+        "experts-null": with_(num_experts=None), "experts-huge": with_(num_experts=10**20),
+        "experts-zero": with_(num_experts=0), "gpus-float": with_(num_gpus=4.0), "gpus-wrong": with_(num_gpus=5),
+        "layers-bool": with_(num_layers=True), "ragged": with_(slots=[[[0, 4], [1]], [[0]]]),
+        "slots-2d": with_(slots=[[0, 1, 2, 3, 4, 5, 6, 7]]), "slots-empty": with_(slots=[]),
+        "slots-dict": with_(slots={"0": 1}), "schema-wrong": with_(schema="placement/2"),
+        "schema-missing": {k: v for k, v in base.items() if k != "schema"},
+        "no-slots": {k: v for k, v in base.items() if k != "slots"},
+        "metadata-list": with_(metadata=[1]), "top-list": [1, 2], "top-string": "placement",
+        "routing-bool": with_(routing=True), "routing-text": with_(routing=[[["a"]]]),
+        "missing-expert": with_(slots=[[[0, 4], [1, 5], [2, 6], [3, -1]], [[0, 4], [1, 5], [2, 6], [3, 7]]]),
+    }
+    out = []
+    for cid, doc in docs.items():
+        p = tmp / f"p-{cid}.json"
+        p.write_text(json.dumps(doc))
+        out.append((cid, p, (p.name,)))
+    texts = {
+        "p-dup.json": '{"schema": "placement/1", "num_experts": 8, "num_experts": 9, "slots": [[[0]]]}',
+        "p-nan.json": '{"schema": "placement/1", "num_experts": NaN, "slots": [[[0]]]}',
+        "p-inf.json": '{"schema": "placement/1", "num_experts": Infinity, "slots": [[[0]]]}',
+        "p-digits.json": '{"schema": "placement/1", "num_experts": 1' + "0" * 5000 + ', "slots": [[[0]]]}',
+        "p-deep.json": "[" * 100000 + "]" * 100000,
+        "p-trunc.json": '{"schema": "placement/1", "num_ex',
+        "p-empty.json": "",
+        "p-dup.yaml": "schema: placement/1\nnum_experts: 2\nnum_experts: 3\nslots: [[[0, 1]]]\n",
+        "p-bomb.yaml": BOMB + "schema: placement/1\nnum_experts: 1\nslots: [[[0]]]\n",
+        "p-bad.yaml": "schema: placement/1\nslots: [[[0, 1]]\n",
+        "p-float.yaml": "schema: placement/1\nnum_experts: 2.0\nslots: [[[0, 1]]]\n",
+        "p-yes.yaml": "schema: placement/1\nnum_experts: 2\nslots: [[[0, yes]]]\n",
+    }
+    for name, text in texts.items():
+        p = tmp / name
+        p.write_text(text)
+        out.append((name, p, (name,)))
+    for name, data in (("p-latin1.json", b'{"schema": "placement/1", "x": "\xe9"}'),
+                       ("p-latin1.yaml", b"schema: placement/1\nx: \xe9\n"), ("p-bin.json", os.urandom(64))):
+        p = tmp / name
+        p.write_bytes(data)
+        out.append((name, p, (name,)))
+    (tmp / "pdir.json").mkdir(exist_ok=True)
+    out.append(("directory", tmp / "pdir.json", ("is a directory",)))
+    out.append(("missing", tmp / "none.json", ("not found",)))
+    out.append(("suffix", mutated(tmp, "p.txt", "{}"), ("p.txt",)))
+    return out
+
+
+def test_bad_placements(tmp_path, good):
+    failures = []
+    for cid, path, names in placement_cases(tmp_path):
+        try:
+            refused(["evaluate", "--placement", path, "--trace", good / "t.npz", "--topology", "fat-tree:2x2"], names,
+                    inputs=(path,))
+            out = tmp_path / "out.json"
+            shutil.copy(good / "old.json", out)
+            refused(["export", "--placement", path, "--format", "eplb-json", "--out", out], names, inputs=(path,),
+                    outputs=(out,))
+        except AssertionError as exc:
+            failures.append(f"{cid}: {exc}")
+    assert not failures, "\n".join(failures)
+
+
+# -------------------------------------------------------------------------------------------- options
+def option_cases(good: Path, tmp: Path) -> list[tuple[str, list, tuple[str, ...]]]:
+    t, topo = good / "t.npz", "fat-tree:2x2"
+    solve = ["solve", "--trace", t, "--topology", topo]
+    cmp = ["compare", "--trace", t, "--topology", topo, "--methods", "contiguous,random"]
+    (tmp / "a-file").write_text("x")
+    cases = [
+        ("seed-negative", [*solve, "--method", "random", "--option", "seed=-1"], ("seed",)),
+        ("seed-float", [*solve, "--method", "random", "--option", "seed=1.5"], ("seed",)),
+        ("seed-whole-float", [*solve, "--method", "random", "--option", "seed=2.0"], ("seed",)),
+        ("seed-bool", [*solve, "--method", "random", "--option", "seed=true"], ("seed",)),
+        ("seed-huge", [*solve, "--method", "random", "--option", "seed=" + "9" * 5000], ("seed",)),
+        ("redundant-negative", [*solve, "--method", "eplb", "--option", "redundant=-2"], ("redundant",)),
+        ("layer-time-redundant", [*solve, "--method", "layer-time", "--option", "redundant=-7"], ("redundant",)),
+        ("local-time-negative", [*solve, "--method", "exflow", "--option", "local_time=-0.5"], ("local_time",)),
+        ("eps-negative", [*solve, "--method", "moetuner-joint", "--option", "eps=-3"], ("eps",)),
+        ("backend-unused", [*solve, "--method", "transmission", "--option", "backend=cpsat"], ("backend",)),
+        ("backend-empty-unused", [*solve, "--method", "transmission", "--option", "backend="], ("backend",)),
+        ("backend-unused-alltoall", [*solve, "--method", "alltoall-time", "--option", "solver=heuristic",
+                                     "--option", "backend=highs"], ("backend",)),
+        ("threads-unused-dp", [*solve, "--method", "exflow", "--option", "strategy=dp", "--option", "threads=2"],
+         ("threads",)),
+        ("backend-unknown", [*solve, "--method", "transmission", "--option", "solver=milp", "--option",
+                             "backend=nosuch"], ("backend", "nosuch")),
+        ("time-limit-nan", [*solve, "--method", "transmission", "--option", "time_limit=nan"], ("time_limit",)),
+        ("time-limit-inf", [*solve, "--method", "transmission", "--option", "time_limit=inf"], ("time_limit",)),
+        ("time-limit-negative", [*solve, "--method", "transmission", "--option", "time_limit=-1"], ("time_limit",)),
+        ("experts-per-gpu-negative", [*solve, "--method", "transmission", "--option", "experts_per_gpu=-1"],
+         ("experts_per_gpu",)),
+        ("threads-negative", [*solve, "--method", "moetuner", "--option", "threads=-4"], ("threads",)),
+        ("bool-maybe", [*solve, "--method", "eplb", "--option", "faithful=maybe"], ("faithful",)),
+        ("choice", [*solve, "--method", "transmission", "--option", "solver=magic"], ("solver",)),
+        ("unknown-option", [*solve, "--method", "random", "--option", "sead=1"], ("sead",)),
+        ("no-equals", [*solve, "--method", "random", "--option", "seed"], ("--option",)),
+        ("empty-key", [*solve, "--method", "random", "--option", "=3"], ("--option",)),
+        ("option-for-optionless", [*solve, "--method", "contiguous", "--option", "seed=1"], ("seed",)),
+        ("compare-uncompared", [*cmp, "--option", "eplb.redundant=3"], ("eplb", "--option")),
+        ("compare-misspelt", [*cmp, "--option", "randon.seed=3"], ("randon",)),
+        ("compare-no-dot", [*cmp, "--option", "seed=3"], ("--option",)),
+        ("compare-bad-value", [*cmp, "--option", "random.seed=-3"], ("seed",)),
+        ("compare-inline-bad", ["compare", "--trace", t, "--topology", topo, "--methods", "random(seed=-1)"],
+         ("seed",)),
+        ("compare-inline-unknown", ["compare", "--trace", t, "--topology", topo, "--methods", "random(x=1)"],
+         ("x",)),
+        ("compare-empty-methods", ["compare", "--trace", t, "--topology", topo, "--methods", ","], ("--methods",)),
+        ("compare-bad-reference", [*cmp, "--reference", "nosuch"], ("nosuch",)),
+        ("empty-topology", ["solve", "--trace", t, "--topology", ""], ("--topology",)),
+        ("empty-trace", ["solve", "--trace", "", "--topology", topo], ("--trace",)),
+        ("trace-is-dir", ["solve", "--trace", tmp, "--topology", topo], ("is a directory",)),
+        ("trace-under-file", ["solve", "--trace", tmp / "a-file" / "t.npz", "--topology", topo], ("a-file",)),
+        ("out-is-dir", [*solve, "--out", tmp], ("is a directory",)),
+        ("out-missing-dir", [*solve, "--out", tmp / "nodir" / "p.json"], ("does not exist",)),
+        ("out-under-file", [*solve, "--out", tmp / "a-file" / "p.json"], ("a-file",)),
+        ("out-empty", [*solve, "--out", ""], ("--out",)),
+        ("out-suffix", [*solve, "--out", tmp / "p.txt"], ("p.txt",)),
+        ("compare-out-dir", [*cmp, "--out", tmp / "nodir" / "c.csv"], ("does not exist",)),
+        ("synth-out-dir", ["trace", "synth", "--model", "mixtral-8x7b", "--tokens", "10", "--out",
+                           tmp / "nodir" / "t.npz"], ("does not exist",)),
+        ("synth-tokens-huge", ["trace", "synth", "--model", "deepseek-v3", "--tokens", "10000000000000", "--out",
+                               tmp / "t.npz"], ("tokens",)),
+        ("synth-tokens-zero", ["trace", "synth", "--model", "mixtral-8x7b", "--tokens", "0", "--out", tmp / "t.npz"],
+         ("tokens",)),
+        ("synth-ranks-negative", ["trace", "synth", "--model", "mixtral-8x7b", "--tokens", "10", "--ranks", "-3",
+                                  "--out", tmp / "t.npz"], ("ranks",)),
+        ("synth-ranks-huge", ["trace", "synth", "--model", "mixtral-8x7b", "--tokens", "10", "--ranks",
+                              "1000000000000", "--out", tmp / "t.npz"], ("ranks",)),
+        ("synth-skew-nan", ["trace", "synth", "--model", "mixtral-8x7b", "--tokens", "10", "--skew", "nan",
+                            "--out", tmp / "t.npz"], ("skew",)),
+        ("synth-affinity", ["trace", "synth", "--model", "mixtral-8x7b", "--tokens", "10", "--affinity", "2",
+                            "--out", tmp / "t.npz"], ("affinity",)),
+        ("hidden-size-negative", ["evaluate", "--placement", good / "p.json", "--trace", t, "--topology", topo,
+                                  "--hidden-size", "-5"], ("hidden",)),
+        ("tokens-per-gpu-zero", ["evaluate", "--placement", good / "p.json", "--trace", t, "--topology", topo,
+                                 "--tokens-per-gpu", "0"], ("tokens",)),
+        ("tokens-per-step-huge", ["evaluate", "--placement", good / "p.json", "--trace", t, "--topology", topo,
+                                  "--tokens-per-step", "-100"], ("tokens",)),
+        ("evaluate-gpus-mismatch", ["evaluate", "--placement", good / "p.json", "--trace", t, "--topology",
+                                    "fat-tree:2x4"], ("GPU", "gpu")),
+        ("evaluate-reference-missing", ["evaluate", "--placement", good / "p.json", "--trace", t, "--topology", topo,
+                                        "--reference", tmp / "none.json"], ("none.json",)),
+        ("export-first-moe-negative", ["export", "--placement", good / "p.json", "--format", "sglang-json", "--out",
+                                       tmp / "s.json", "--first-moe-layer", "-3"], ("first", "moe")),
+        ("export-suffix", ["export", "--placement", good / "p.json", "--format", "eplb-json", "--out",
+                           tmp / "e.yaml"], ("e.yaml", "--out")),
+        ("plot-layer", ["plot", "map", "--placement", good / "p.json", "--layer", "99", "--out", tmp / "m.png"],
+         ("layer",)),
+        ("plot-table-missing", ["plot", "tiers", "--table", tmp / "none.csv", "--out", tmp / "m.png"],
+         ("none.csv",)),
+    ]
+    return cases
+
+
+def test_bad_options(tmp_path, good):
+    failures = []
+    for cid, argv, names in option_cases(good, tmp_path):
+        out = tmp_path / "old.json"
+        shutil.copy(good / "old.json", out)
+        try:
+            refused(argv, names, outputs=(out,))
+        except AssertionError as exc:
+            failures.append(f"{cid}: {exc}")
+    assert not failures, "\n".join(failures)

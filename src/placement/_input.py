@@ -195,6 +195,10 @@ def parse_yaml(text: str, source: str) -> Any:
         raise input_error(f"invalid YAML: {one_line(exc)}", source) from None
     except RecursionError:
         raise input_error("invalid YAML: nested too deeply", source) from None
+    except PlacementInputError:
+        raise
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise input_error(f"invalid YAML ({one_line(exc)})", source) from None
 
 
 def load_text_mapping(path: str | os.PathLike[str], source: str | None = None) -> Any:

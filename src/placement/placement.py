@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from ._input import describe, int_array, load_text_mapping, strict_int
 from ._io import atomic_write_text
 from .errors import input_error
 from .layout import LayerLayout
+from .limits import check_limit
 
 __all__ = ["Placement", "load_placement", "SCHEMA"]
 
@@ -299,20 +301,26 @@ class Placement:
         for key in ("num_experts", "slots"):
             if key not in data:
                 raise input_error("missing", source, key)
-        try:
-            slots = np.asarray(data["slots"], dtype=np.int64)
-        except (TypeError, ValueError) as exc:
-            raise input_error(f"must be a [layers][gpus][slots] nested list of integers ({exc})", source,
-                              "slots") from exc
+        num_experts = strict_int(data["num_experts"], source, "num_experts", minimum=1)
+        check_limit("max_experts", num_experts, source, "num_experts")
+        # ids up to 2**31 - 1 reach the located range check of __post_init__; beyond, they would wrap
+        slots = int_array(data["slots"], source, "slots", lo=-1, hi=np.iinfo(np.int32).max,
+                          shape_doc="[layers][gpus][slots]")
+        check_limit("max_placement_slots", slots.size, source, "slots")
         for key, axis in (("num_layers", 0), ("num_gpus", 1), ("slots_per_gpu", 2)):
-            if key in data and slots.ndim == 3 and data[key] != slots.shape[axis]:
-                raise input_error(f"says {data[key]} but 'slots' has {slots.shape[axis]}", source, key)
+            if key in data:
+                declared = strict_int(data[key], source, key, minimum=1)
+                if slots.ndim == 3 and declared != slots.shape[axis]:
+                    raise input_error(f"says {declared} but 'slots' has {slots.shape[axis]}", source, key)
         metadata = data.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise input_error("must be a mapping", source, "metadata")
+        routing = data.get("routing")
+        if routing is not None:
+            _check_numbers(routing, source, "routing")
         layout = None if data.get("layout") is None else LayerLayout.from_dict(data["layout"], source)
-        return cls(slots=slots, num_experts=int(data["num_experts"]), metadata=metadata, source=source,
-                   routing=data.get("routing"), layout=layout)
+        return cls(slots=slots, num_experts=num_experts, metadata=metadata, source=source, routing=routing,
+                   layout=layout)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write JSON (``.json``) or YAML (``.yaml``/``.yml``) atomically."""
@@ -333,28 +341,24 @@ class Placement:
 
 def load_placement(path: str | os.PathLike[str]) -> Placement:
     """Read a placement written by :meth:`Placement.save` (JSON or YAML)."""
-    p = Path(path)
     src = str(path)
-    if not p.is_file():
-        raise input_error("file not found; check the path", src)
-    text = p.read_text(encoding="utf-8")
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".json":
-            data = json.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
+    if Path(path).suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise input_error(f"unknown placement file extension '{Path(path).suffix}'; use .json, .yaml or .yml", src)
+    return Placement.from_dict(load_text_mapping(path, src), source=src)
 
-            data = yaml.safe_load(text)
-        else:
-            raise input_error(f"unknown placement file extension '{p.suffix}'; use .json, .yaml or .yml", src)
-    except json.JSONDecodeError as exc:
-        raise input_error(f"invalid JSON at line {exc.lineno}: {exc.msg}", src) from exc
-    except Exception as exc:
-        if exc.__class__.__module__.startswith("yaml"):
-            raise input_error(f"invalid YAML ({exc})", src) from exc
-        raise
-    return Placement.from_dict(data, source=src)
+
+def _check_numbers(value: Any, source: str, field: str) -> None:
+    """Every leaf of the nested lists ``value`` is an int or a float (booleans and text refused)."""
+    level = value if isinstance(value, list) else [value]
+    while level:
+        nested = []
+        for x in level:
+            if isinstance(x, list):
+                nested.extend(x)
+            elif isinstance(x, bool) or not isinstance(x, (int, float)):
+                raise input_error(f"must hold numbers only, found {describe(x)} ({type(x).__name__})", source,
+                                  field)
+        level = nested
 
 
 def _jsonable(value: Any) -> Any:

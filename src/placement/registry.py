@@ -12,6 +12,7 @@ help; unknown options are an error, never ignored.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from .errors import input_error
 if TYPE_CHECKING:  # pragma: no cover
     from .solution import Solution
 
-__all__ = ["METHODS", "NEEDS", "KINDS", "Method", "Option", "get_method", "register"]
+__all__ = ["METHODS", "NEEDS", "KINDS", "Method", "Option", "get_method", "register", "used_only_with"]
 
 #: What a method reads of the trace: per-token routing, expert loads (count traces work), or nothing.
 NEEDS = ("tokens", "load", "nothing")
@@ -34,7 +35,11 @@ KINDS = ("baseline", "formulation")
 class Option:
     """A method option: ``name``, a converter ``value_type`` (int, float, str, bool), ``default`` and ``help``.
 
-    ``choices`` restricts the value to a set; ``minimum`` to numbers at least that large.
+    ``choices`` restricts the value to a set; ``minimum`` to numbers at least that large, except the
+    one value ``auto`` (e.g. ``-1`` for "automatic"), which is also accepted.  ``used_with = (other,
+    values)`` says the option is read only when option ``other`` takes one of ``values``: giving it
+    otherwise is refused (:meth:`Method.parse_options`), never silently ignored.  Float options must be
+    finite; integer options are whole numbers written as such (``"2.0"`` and ``"true"`` are refused).
     """
 
     name: str
@@ -43,26 +48,47 @@ class Option:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    auto: Any = None
+    used_with: tuple[str, tuple[Any, ...]] | None = None
 
     def convert(self, value: Any, method: str) -> Any:
+        import math
+
         try:
             if self.value_type is bool and isinstance(value, str):
                 low = value.strip().lower()
                 if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
                     raise ValueError(value)
                 out: Any = low in ("1", "true", "yes", "on")
+            elif self.value_type in (int, float) and isinstance(value, bool):
+                raise ValueError(value)
+            elif self.value_type is int and isinstance(value, float):
+                raise ValueError(value)
             else:
                 out = self.value_type(value)
-        except (TypeError, ValueError) as exc:
-            raise input_error(f"cannot convert {value!r} to {self.value_type.__name__} for option '{self.name}' of "
+        except (TypeError, ValueError, OverflowError) as exc:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise input_error(f"cannot convert {shown} to {self.value_type.__name__} for option '{self.name}' of "
                               f"method '{method}'", field=self.name) from exc
+        if isinstance(out, float) and not math.isfinite(out):
+            raise input_error(f"option '{self.name}' of method '{method}' must be a finite number, got {value!r}",
+                              field=self.name)
         if self.choices is not None and out not in self.choices:
             raise input_error(f"option '{self.name}' of method '{method}' must be one of {list(self.choices)}, "
                               f"got {out!r}", field=self.name)
+        if self.auto is not None and out == self.auto:
+            return out
         if self.minimum is not None and not out >= self.minimum:
-            raise input_error(f"option '{self.name}' of method '{method}' must be >= {self.minimum:g}, got {out!r}",
-                              field=self.name)
+            auto = f" (or {self.auto}: automatic)" if self.auto is not None else ""
+            raise input_error(f"option '{self.name}' of method '{method}' must be >= {self.minimum:g}{auto}, got "
+                              f"{out!r}", field=self.name)
         return out
+
+
+def used_only_with(options: tuple[Option, ...], names: tuple[str, ...], other: str,
+                   values: tuple[Any, ...]) -> tuple[Option, ...]:
+    """``options`` with those called ``names`` marked as read only when option ``other`` is in ``values``."""
+    return tuple(dataclasses.replace(o, used_with=(other, values)) if o.name in names else o for o in options)
 
 
 @dataclass(frozen=True)
@@ -104,6 +130,13 @@ class Method:
         out = {o.name: o.default for o in self.options}
         for name, value in values.items():
             out[name] = known[name].convert(value, self.name)
+        for name in values:
+            rule = known[name].used_with
+            if rule is not None and out[rule[0]] not in rule[1]:
+                other, allowed = rule
+                raise input_error(f"option '{name}' of method '{self.name}' is not used when {other}={out[other]} "
+                                  f"(only with {other} in {list(allowed)}); drop it or choose such a {other}",
+                                  field=name)
         return out
 
 

@@ -44,7 +44,7 @@ register(Method("contiguous", "Megatron's default: expert e on GPU floor(e*G/E)"
                 "placement.baselines.methods:contiguous_method"))
 register(Method("round_robin", "expert e on GPU e mod G", "placement.baselines.methods:round_robin_method"))
 register(Method("random", "a seeded random balanced placement per layer", "placement.baselines.methods:random_method",
-                options=(Option("seed", int, 0, "random seed"),)))
+                options=(Option("seed", int, 0, "random seed", minimum=0),)))
 
 
 def eplb_method(stats: TraceStats, topology: Topology, redundant: int = -1, faithful: bool = False,
@@ -74,10 +74,11 @@ def eplb_method(stats: TraceStats, topology: Topology, redundant: int = -1, fait
 register(Method("eplb", "DeepSeek EPLB: balance expert load with redundant replicas (numpy port)",
                 "placement.baselines.methods:eplb_method", needs="load",
                 options=(Option("redundant", int, -1, "extra replicas per layer (-1: at least one per GPU, "
-                                "rounded up so slots divide over GPUs)"),
+                                "rounded up so slots divide over GPUs)", minimum=0, auto=-1),
                          Option("faithful", bool, False, "reproduce EPLB exactly, including co-located replicas"),
-                         Option("num_groups", int, 0, "expert groups (0: the model's)"),
-                         Option("num_nodes", int, 0, "nodes for the hierarchical policy (0: the topology's servers)")),
+                         Option("num_groups", int, 0, "expert groups (0: the model's)", minimum=0),
+                         Option("num_nodes", int, 0, "nodes for the hierarchical policy (0: the topology's servers)",
+                                       minimum=0)),
                 paper="DeepSeek EPLB (github.com/deepseek-ai/EPLB)"))
 
 

@@ -72,10 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from ._common import check_paths
+
+        check_paths(args)  # unreadable inputs and unwritable outputs fail before any work
         return _module(args.command).run(args)
     except PlacementInputError as exc:
-        sys.stderr.write(f"placement: error: {exc}\n")
+        sys.stderr.write(f"placement: error: {' '.join(str(exc).split())}\n")
         return 2
+    except MemoryError:
+        sys.stderr.write("placement: error: out of memory; the input is beyond what this machine holds: see the "
+                         "size limits in docs/limits.md\n")
+        return 1
     except RuntimeError as exc:
         from ..errors import SolveFailedError
 

@@ -23,6 +23,8 @@ __all__ = [
     "eval_kwargs",
     "parse_kv",
     "check_out",
+    "check_paths",
+    "check_writable",
     "format_table",
     "echo",
     "step_report",
@@ -166,6 +168,74 @@ def check_out(path: str | None, suffixes: Sequence[str], flag: str = "--out") ->
         raise input_error(f"directory '{parent}' does not exist; create it first", path, flag)
     if p.is_dir():
         raise input_error("is a directory; give a file name", path, flag)
+
+
+#: ``(attribute of the parsed arguments, flag)`` of every input file a command reads
+INPUT_FLAGS = (("trace", "--trace"), ("placement", "--placement"), ("table", "--table"), ("path", "PATH"),
+               ("inputs", "INPUT"), ("current", "--from"))
+#: suffixes that make ``--topology`` and ``--reference`` values files rather than names
+_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Before any work: every input file exists, is a file and is readable; ``--topology`` is not empty; the
+    folder of ``--out`` exists and is writable.  Each failure names the flag and the path."""
+    for attr, flag in INPUT_FLAGS:
+        value = getattr(args, attr, None)
+        for item in value if isinstance(value, list) else [value]:
+            if item is None:
+                continue
+            if not str(item).strip():
+                raise input_error("empty value; give a file name", field=flag)
+            _readable(item, flag)
+    topology = getattr(args, "topology", None)
+    if topology is not None:
+        if not str(topology).strip():
+            raise input_error("empty value; give a preset spec such as fat-tree:4x8 or a .yaml/.yml file",
+                              field="--topology")
+        if Path(topology).suffix.lower() in _FILE_SUFFIXES:
+            _readable(topology, "--topology")
+    reference = getattr(args, "reference", None)
+    if isinstance(reference, str) and Path(reference).suffix.lower() in _FILE_SUFFIXES:
+        _readable(reference, "--reference")
+    out = getattr(args, "out", None)
+    if out is not None:
+        check_writable(out)
+
+
+def _readable(path: str, flag: str) -> None:
+    """:func:`placement._input.input_path`'s checks, the error naming ``flag`` too."""
+    from .._input import input_path
+    from ..errors import PlacementInputError
+
+    try:
+        input_path(path)
+    except PlacementInputError as exc:
+        raise input_error(exc.detail, exc.source, flag) from None
+
+
+def check_writable(path: str, flag: str = "--out") -> None:
+    """Fail unless a file can be created in the folder of ``path`` (tried with a temporary file)."""
+    import os
+    import tempfile
+
+    if not str(path).strip():
+        raise input_error("empty value; give a file name", field=flag)
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise input_error(f"'{parent}' is a file, not a directory; choose another path", str(path), flag)
+    if not parent.is_dir():
+        raise input_error(f"directory '{parent}' does not exist; create it first", str(path), flag)
+    if p.is_dir():
+        raise input_error("is a directory; give a file name", str(path), flag)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=parent)
+    except OSError as exc:
+        raise input_error(f"directory '{parent}' is not writable ({exc.strerror or exc}); choose another folder",
+                          str(path), flag) from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def format_table(frame: Any) -> str:

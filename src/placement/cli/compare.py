@@ -66,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
         if not dot:
             raise input_error(f"expected METHOD.KEY=VALUE, got {key}={value}", field="--option")
         per_method.setdefault(method, {})[opt] = value
+    compared = {parse_method_spec(spec)[0] for spec in [*names, args.reference]}
+    for method in per_method:
+        if method not in compared:
+            get_method(method)  # a misspelt name gets the list of methods
+            raise input_error(f"names method '{method}', which is not compared (compared: {sorted(compared)}); add it "
+                              "to --methods or drop the option", field="--option")
     for spec in [*names, args.reference]:
         if spec.lower().endswith(PLACEMENT_SUFFIXES):
             load_placement(spec)  # a missing or malformed file fails here, before any solve

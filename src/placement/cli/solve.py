@@ -80,11 +80,11 @@ def run(args: argparse.Namespace) -> int:
     for key, value in eval_kwargs(args).items():
         if key in names and key not in given and value not in (None, False) and key in _SERVING_FLAGS:
             given[key] = str(value)
-    options = method.parse_options(given)
+    method.parse_options(given)  # every option checked before the files are read
     trace = load_trace(args.trace)
     topo = as_topology(args.topology)
     stats = as_stats(trace)
-    solution = run_method(args.method, stats, topo, **options)
+    solution = run_method(args.method, stats, topo, **given)
     kwargs = eval_kwargs(args)
     test = load_test_trace(args, trace)
     mine = evaluate(solution.placement, trace, topo, **kwargs)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..registry import Method, Option, register
+from ..registry import Method, Option, register, used_only_with
 from ..solution import Solution, make_solution
 from ._common import SOLVER_OPTIONS
 
@@ -143,17 +143,19 @@ register(Method(
     options=(Option("cost", str, "cross", "crossing cost: cross (0/1, the paper), hops, time", _COST_CHOICES),
              Option("strategy", str, "auto", "auto, milp, dp (exact, small layers) or local (search + bound)",
                     ("auto", "milp", "dp", "local")),
-             Option("dp_states", int, 5000, "largest per-layer state count for the exact DP"),
-             Option("max_rows", int, 2_000_000, "auto skips the MILP beyond this many linking rows"),
-             Option("local_time", float, -1.0, "seconds of local search (-1: automatic share of time_limit)"),
-             Option("seed", int, 0, "seed of the local search perturbations"))
-    + SOLVER_OPTIONS))
+             Option("dp_states", int, 5000, "largest per-layer state count for the exact DP", minimum=1),
+             Option("max_rows", int, 2_000_000, "auto skips the MILP beyond this many linking rows", minimum=0),
+             Option("local_time", float, -1.0, "seconds of local search (-1: automatic share of time_limit)",
+                    minimum=0.0, auto=-1.0),
+             Option("seed", int, 0, "seed of the local search perturbations", minimum=0))
+    + used_only_with(used_only_with(SOLVER_OPTIONS, ("backend",), "strategy", ("auto", "milp", "local")),
+                     ("threads",), "strategy", ("auto", "milp"))))
 
 register(Method(
     "exflow-bisect", "ExFlow's own recipe: recursive GPU bisection, growing token prefixes, capped MILPs",
     "placement.formulations.affinity:exflow_bisect_method", needs="tokens", kind="baseline",
     paper=_PAPER_EXFLOW, objective="coherent_cost",
-    options=(Option("prefixes", int, 4, "growing token prefixes per split (N/2^(p-1) ... N)"),
+    options=(Option("prefixes", int, 4, "growing token prefixes per split (N/2^(p-1) ... N)", minimum=1),
              Option("solve_cap", float, 60.0, "seconds per MILP solve (the paper's 60 s)", minimum=0.0),
              Option("backend", str, "highs", "solver backend (see placement.backends.BACKENDS)"),
              Option("time_limit", float, 0.0, "total seconds, shared evenly by the solves (0: only solve_cap)",
@@ -173,7 +175,8 @@ register(Method(
     paper=_PAPER_MOETUNER, objective="boundary_bottleneck",
     options=(Option("cost", str, "time", "pair weight: time (seconds per byte), hops, cross", _COST_CHOICES),
              Option("eps", float, -1.0, "load tolerance: max GPU load <= (1 + eps) * mean in every layer "
-                    "(-1: the sequential moetuner's own ratio, so the two compare at equal balance)"),
+                    "(-1: the sequential moetuner's own ratio, so the two compare at equal balance)", minimum=0.0,
+                    auto=-1.0),
              Option("warm", bool, True, "warm-start from the sequential ILP1 -> ILP2 solution when feasible"),
              Option("max_columns", int, 4_000_000, "refuse, before building it, a joint model with more columns "
                     "(its memory grows with layers x experts x GPUs^2; 58 x 256 on 32 GPUs would need 15 M)",

@@ -82,7 +82,7 @@ from ..costs import DTYPE_BYTES, wire_for
 from ..errors import input_error
 from ..milp import MilpBuilder, MilpModel, relative_gap
 from ..placement import Placement
-from ..registry import Method, Option, register
+from ..registry import Method, Option, register, used_only_with
 from ..solution import Solution, Termination, make_solution
 from ._common import (
     SOLVER_OPTIONS,
@@ -504,11 +504,11 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
 _OPTIONS: tuple[Option, ...] = (
     Option("solver", str, "milp", "milp (heuristic, then the per-layer MILP through `backend` for a bound and "
            "a better placement) or heuristic (greedy + local search, arc bound only)", choices=SOLVERS),
-    Option("experts_per_gpu", int, 0, "at most this many experts of one layer per GPU (0: ceil(E/G))"),
+    Option("experts_per_gpu", int, 0, "at most this many experts of one layer per GPU (0: ceil(E/G))", minimum=0),
     Option("hidden_size", int, 0, "elements per token on the wire (0: the model's, else the evaluator's 4096)",
            minimum=0),
     Option("dtype", str, "bf16", "element type on the wire, as the evaluator's dtype", choices=tuple(DTYPE_BYTES)),
-    *SOLVER_OPTIONS,
+    *used_only_with(SOLVER_OPTIONS, ("backend", "threads"), "solver", ("milp",)),
 )
 
 register(Method("alltoall-time", "congestion-aware: least modelled all-to-all time (busiest link per phase)",

@@ -109,7 +109,7 @@ from ..costs import Wire, pair_costs, wire_for
 from ..errors import input_error
 from ..milp import MilpBuilder, MilpModel
 from ..placement import Placement
-from ..registry import Method, Option, register
+from ..registry import Method, Option, register, used_only_with
 from ..solution import Solution, Termination, make_solution
 from ._common import (
     SOLVER_OPTIONS,
@@ -569,13 +569,14 @@ _OPTIONS: tuple[Option, ...] = (
            "origin ranks; the trace's ranks must be the topology's GPUs)", choices=ORIGINS),
     Option("cost", str, "hops", "hops (the paper) or time (seconds per byte along each route)",
            choices=COSTS),
-    Option("experts_per_gpu", int, 0, "at most this many experts of one layer per GPU (0: ceil(E/G))"),
-    Option("memory", int, 0, "expert slots per GPU over all layers, shared experts included (0: no limit)"),
+    Option("experts_per_gpu", int, 0, "at most this many experts of one layer per GPU (0: ceil(E/G))", minimum=0),
+    Option("memory", int, 0, "expert slots per GPU over all layers, shared experts included (0: no limit)",
+           minimum=0),
     Option("shared_experts", bool, False, "replicate the model's shared experts on every GPU: they take "
            "memory slots and send nothing"),
     Option("aggregate", str, "class", "model columns for milp/lp and the structured path: class (GPUs with "
            "equal costs merged, exact), server, or gpu", choices=AGGREGATIONS),
-    *SOLVER_OPTIONS,
+    *used_only_with(SOLVER_OPTIONS, ("backend", "threads", "rel_gap"), "solver", ("milp", "lp")),
 )
 
 register(Method("transmission", "arXiv 2508.09229 ILP: fewest expected hops, experts equally popular (k/E)",

@@ -312,6 +312,10 @@ def _validated_copy(graph: Any, source: str) -> nx.Graph:
     if graph.is_multigraph():
         raise input_error("parallel links are not supported: pass an nx.Graph and merge parallel links "
                           "into one link whose bandwidth is their sum", source, "graph")
+    from ..limits import check_limit
+
+    check_limit("max_topology_nodes", graph.number_of_nodes(), source, "nodes")
+    check_limit("max_gpus", sum(1 for _, k in graph.nodes(data="kind") if k == "gpu"), source, "nodes")
     g = nx.Graph()
     g.graph.update(graph.graph)
     seen: dict[str, Any] = {}
@@ -329,6 +333,9 @@ def _validated_copy(graph: Any, source: str) -> nx.Graph:
         kind = data.get("kind")
         if not isinstance(kind, str) or not kind:
             raise input_error(f"node '{node}' has no 'kind'; set kind='gpu', 'nvswitch', 'nic', 'switch'...",
+                              source, f"nodes[{node}].kind")
+        if kind != kind.lower():  # 'GPU' would silently stop being a GPU
+            raise input_error(f"node '{node}' has kind {kind!r}; kinds are lower case: write {kind.lower()!r}",
                               source, f"nodes[{node}].kind")
         for attr in ("server", "rack"):
             value = data.get(attr)

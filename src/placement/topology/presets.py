@@ -343,6 +343,8 @@ def _valid_names() -> str:
 def _parse_value(text: str, key: str, source: str) -> int | float:
     text = text.strip()
     if re.fullmatch(r"[+-]?\d+", text):
+        if len(text) > 18:
+            raise input_error(f"value {text[:20]}... is too large", source, key)
         return int(text)
     try:
         value = float(text)
@@ -404,6 +406,24 @@ def parse_preset_spec(spec: str) -> tuple[str, dict[str, int | float | str]]:
     return name, params
 
 
+#: integer parameters whose product bounds a preset's GPU count
+_SIZE_KEYS = ("servers", "gpus", "groups", "routers_per_group", "servers_per_router", "racks")
+
+
+def _check_size(name: str, params: dict[str, Any], source: str) -> None:
+    """Refuse, before building anything, a preset with more GPUs than the ``max_gpus`` limit."""
+    from ..limits import check_limit
+
+    defaults = inspect.signature(PRESETS[name]).parameters
+    total = 1
+    for key in _SIZE_KEYS:
+        if key in defaults:
+            value = params.get(key, defaults[key].default)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                total *= value
+    check_limit("max_gpus", total, source, "gpus")
+
+
 def preset(spec: str) -> Topology:
     """Build the preset topology ``spec`` (named ``spec``).
 
@@ -425,5 +445,6 @@ def preset(spec: str) -> Topology:
     """
     name, params = parse_preset_spec(spec)
     gpu = params.pop("gpu", None)
+    _check_size(name, params, _source(spec))
     topo = PRESETS[name](**params, name=spec.strip())
     return topo if gpu is None else dataclasses.replace(topo, gpu=str(gpu))

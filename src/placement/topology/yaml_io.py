@@ -46,24 +46,6 @@ US = 1e-6  # seconds per microsecond
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate keys in a mapping instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def _presets_list() -> str:
     return ", ".join([*PRESETS, *PRESET_ALIASES])
 
@@ -93,9 +75,14 @@ def load_topology(spec_or_path: str | os.PathLike[str]) -> Topology:
     8
     """
     text = os.fspath(spec_or_path)
+    if not text.strip():
+        raise input_error(f"empty topology; give a .yaml/.yml file or a preset spec (presets: {_presets_list()})",
+                          "topology")
     path = Path(text)
     if path.suffix.lower() in YAML_SUFFIXES:
-        if path.is_file():
+        if path.is_dir():
+            raise input_error("is a directory, not a topology file; give the .yaml/.yml file inside it", text)
+        if path.exists():
             return _load_file(path, text)
         raise input_error(f"file not found; give an existing .yaml/.yml file or a preset spec "
                           f"(presets: {_presets_list()})", text)
@@ -109,13 +96,9 @@ def load_topology(spec_or_path: str | os.PathLike[str]) -> Topology:
 
 
 def _load_file(path: Path, source: str) -> Topology:
-    try:
-        with path.open(encoding="utf-8") as stream:
-            data = yaml.load(stream, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        raise input_error(f"invalid YAML: {' '.join(str(exc).split())}", source) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise input_error(f"cannot read the file: {exc}", source) from None
+    from .._input import parse_yaml, read_text
+
+    data = parse_yaml(read_text(path, source), source)
     return topology_from_yaml_dict(data, source=source, default_name=path.stem)
 
 
@@ -211,6 +194,10 @@ def topology_from_yaml_dict(data: Any, source: str = "<memory>", default_name: s
                               source, key)
         if not isinstance(data[key], list) or not data[key]:
             raise input_error("must be a non-empty list", source, key)
+    from ..limits import check_limit
+
+    check_limit("max_topology_nodes", len(data["nodes"]), source, "nodes")
+    check_limit("max_topology_links", len(data["links"]), source, "links")
 
     defaults: dict[str, dict[str, float]] = {}
     raw_defaults = data.get("defaults") or {}

@@ -703,6 +703,11 @@ def synthesize(
         raise input_error(f"at most {_CELLS} experts per layer are supported, got {spec.num_experts}",
                           "synthesize", "model.num_experts")
 
+    from ..limits import check_limit
+
+    check_limit("max_trace_entries", int(num_tokens) * spec.num_layers * spec.top_k, "synthesize", "num_tokens")
+    if num_ranks is not None:
+        check_limit("max_gpus", int(num_ranks), "synthesize", "num_ranks")
     n, L, k = int(num_tokens), spec.num_layers, spec.top_k
     id_dtype = np.int16 if spec.num_experts <= np.iinfo(np.int16).max else np.int32
     model_rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
