@@ -175,7 +175,8 @@ def test_recorded_trace_equals_the_router_recomputed_from_the_gate_weights(tiny)
     layout = trace.metadata["layout"]
     assert layout["moe_layers"] == moe_layers and layout["num_hidden_layers"] == config.num_hidden_layers
     assert layout["hidden_size"] == H and trace.model.hidden_size == H
-    assert trace.model.first_moe_layer == moe_layers[0]
+    assert trace.model.first_moe_layer == moe_layers[0] and list(trace.model.moe_layers) == moe_layers
+    assert trace.model.num_hidden_layers == config.num_hidden_layers
     for key, value in fields.items():
         assert layout[key] == value, key
         if hasattr(trace.model, key):

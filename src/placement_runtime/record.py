@@ -198,12 +198,14 @@ class MoELayout:
     weight_dtype: str = "bf16"
 
     def model_spec(self, name: str) -> ModelSpec:
-        """The trace's :class:`ModelSpec` (MoE layers only; ``first_moe_layer`` = the first of them)."""
+        """The trace's :class:`ModelSpec`: MoE layers only, with their hidden-layer indices
+        (``moe_layers``, ``num_hidden_layers``), so placements and exports know the layer layout."""
         return ModelSpec(name=name, num_layers=len(self.moe_layers), num_experts=self.num_experts,
                          top_k=self.top_k, num_shared_experts=self.num_shared_experts,
                          num_groups=self.num_groups, topk_groups=self.topk_groups,
                          first_moe_layer=self.moe_layers[0], hidden_size=self.hidden_size,
-                         intermediate_size=self.intermediate_size, weight_dtype=self.weight_dtype)
+                         intermediate_size=self.intermediate_size, weight_dtype=self.weight_dtype,
+                         num_hidden_layers=self.num_hidden_layers, moe_layers=tuple(self.moe_layers))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
