@@ -110,3 +110,41 @@ def test_plots(tmp_path, files):
 def test_help_has_examples(command):
     r = run(*command, "--help")
     assert r.returncode == 0 and "examples:" in r.stdout and r.stderr == ""
+
+
+def test_top_k_without_model_says_which_model_was_used_and_layouts_flow(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from placement.cli import main  # in-process: fast
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    counts = np.zeros((5, 8), dtype=np.int64)
+    counts[[1, 3, 4]] = np.arange(1, 9)  # hidden layers 0 and 2 are dense (interleaved)
+    dump = tmp_path / "expert_distribution_recorder_1.0.pt"
+    torch.save({"rank": 0, "logical_count": torch.from_numpy(counts)}, dump)
+    out = tmp_path / "load.npz"
+    code, text, err = cli("import", "--format", "sglang-dump", str(dump), "--top-k", "2", "--out", str(out))
+    assert code == 0 and err == "", err
+    assert "layer layout: MoE layers [1, 3, 4] of 5 hidden layers" in text
+    assert "top-2, hidden size unknown, 4096 assumed (give --hidden-size, or import the trace with --model); " \
+           "no expert groups (EPLB runs its global policy) (from the recording)" in text
+    code, text, err = cli("import", "--format", "sglang-dump", str(dump), "--top-k", "2", "--hidden-size", "2048",
+                          "--num-groups", "4", "--out", str(out))
+    assert code == 0 and "top-2, hidden size 2048; 4 expert groups" in text, err
+    code, text, err = cli("solve", "--trace", str(out), "--topology", "fat-tree:2x4", "--method", "eplb", "--out",
+                          str(tmp_path / "p.json"))
+    assert code == 0 and "model     expert_distribution_recorder_1.0: top-2, hidden size 2048; 4 expert groups" \
+        in text, err
+    code, text, err = cli("export", "--placement", str(tmp_path / "p.json"), "--format", "sglang-json", "--out",
+                          str(tmp_path / "loc.json"))
+    assert code == 0 and "MoE layers [1, 3, 4] of 5 hidden layers (expert_distribution_recorder_1.0, hidden size " \
+                         "2048) (from the placement file)" in text, err
+    code, text, err = cli("export", "--trace", str(out), "--format", "sglang-logical-count", "--out",
+                          str(tmp_path / "lc.json"))
+    assert code == 0 and "read by SGLang --init-expert-location (init_by_eplb)" in text, err
+    code, text, err = cli("import", "--format", "sglang-dump", str(dump), "--model", "mixtral-8x7b", "--hidden-size",
+                          "1", "--out", str(tmp_path / "x.npz"))
+    assert code == 2 and "drop --hidden-size or --model" in err

@@ -230,7 +230,7 @@ def test_export_with_unknown_layout_is_refused_with_the_fix(tmp_path):
 def test_flags_contradicting_the_placement_layout_are_refused(tmp_path, solved):
     _, _, p = solved
     out = tmp_path / "x.json"
-    with pytest.raises(PlacementInputError, match=r"MoE layers 0..3 .* contradicts the placement's layout "
+    with pytest.raises(PlacementInputError, match=r"MoE layers 0..3 .* contradicts the layout of this placement "
                        r"\(MoE layers \[1, 3, 5, 6\] of 7 hidden layers"):
         export_placement(p, out, "sglang-json", first_moe_layer=0)
     with pytest.raises(PlacementInputError, match="9 contradicts the MoE layers"):
@@ -271,3 +271,112 @@ def test_first_moe_layer_that_drops_routed_layers_is_an_error(tmp_path, recorded
                        "model 'c'"):
         import_trace(dump, "sglang-dump", model=ModelSpec("c", 2, E, K, first_moe_layer=5))
     assert import_trace(dump, "sglang-dump", top_k=K, first_moe_layer=1).model.layout().moe_layers == MOE
+
+
+# ---------------------------------------------------------------------------------------------- loads
+def sglang_eplb_load(path, *, num_hidden_layers: int, num_logical_experts: int) -> np.ndarray:
+    """``--init-expert-location FILE`` with a ``logical_count`` (and no ``physical_to_logical_map``):
+    ``init_by_eplb`` unsqueezes a 2-D count to ``[1, H, E]`` and its EPLB balances ``sum(dim=0)``; returns
+    that ``[H, E]`` weight."""
+    data = _load_file(path)
+    assert "physical_to_logical_map" not in data and "logical_count" in data
+    count = np.asarray(data["logical_count"])
+    if count.ndim == 2:
+        count = count[None]
+    weight = count.sum(axis=0)
+    assert weight.shape == (num_hidden_layers, num_logical_experts)
+    return weight
+
+
+@pytest.mark.parametrize("suffix", [".json", ".pt"])
+def test_sglang_logical_count_is_what_init_by_eplb_balances(tmp_path, solved, recorded, suffix):
+    if suffix == ".pt":
+        pytest.importorskip("torch")
+    _, trace, _ = solved
+    out = tmp_path / f"logical_count{suffix}"
+    placement.interop.export_load(trace, out, "sglang-logical-count")  # layout from the dump, no flag
+    weight = sglang_eplb_load(out, num_hidden_layers=H, num_logical_experts=E)
+    assert np.array_equal(weight[list(MOE)], recorded.layer_counts())
+    assert not weight[[0, 2, 4]].any()  # dense layers carry no load
+    back = import_trace(out, "sglang-dump", top_k=K)  # the file is also a stat dump
+    assert np.array_equal(back.layer_counts(), recorded.layer_counts()) and back.model.layout().moe_layers == MOE
+    bare = Trace.from_counts(ModelSpec("bare", L, E, K), recorded.layer_counts())  # no layout
+    with pytest.raises(PlacementInputError, match="this trace does not record which hidden layers"):
+        placement.interop.export_load(bare, tmp_path / "x.json", "sglang-logical-count")
+
+
+def _write_safetensors(path, tensors: dict) -> None:
+    """The safetensors layout (8-byte header length, JSON header, little-endian buffer), written by hand."""
+    header, chunks, offset = {}, [], 0
+    for name, arr in tensors.items():
+        data = np.ascontiguousarray(arr, dtype="<i8").tobytes()
+        header[name] = {"dtype": "I64", "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    head = json.dumps(header).encode()
+    path.write_bytes(len(head).to_bytes(8, "little") + head + b"".join(chunks))
+
+
+def _trtllm_stats(d, recorded: Trace, *, same_on_every_rank: bool = False, writer=_write_safetensors):
+    """``EXPERT_STATISTIC_PATH`` as TensorRT-LLM writes it: two iterations, decoder layers ``MOE``."""
+    d.mkdir(exist_ok=True)
+    (d / "meta_info.json").write_text(json.dumps({"num_experts": E, "num_experts_per_token": K}))
+    for rank in range(recorded.num_ranks):
+        mine = recorded.experts if same_on_every_rank else recorded.experts[recorded.origin == rank]
+        records = {}
+        for it, part in enumerate(np.array_split(mine, 2)):
+            for l, layer_idx in enumerate(MOE):
+                records[f"{100 + it}_{layer_idx}"] = np.bincount(part[:, l].ravel(), minlength=E).astype(np.int64)
+        writer(d / f"rank{rank}.safetensors", records)
+    return d
+
+
+def test_trtllm_stats_give_per_rank_counts_at_the_recorded_layers(tmp_path, recorded):
+    d = _trtllm_stats(tmp_path / "stats", recorded)
+    (d / "rank0_raw.safetensors").write_bytes(b"not read")
+    got = import_trace(d, "trtllm-stats")
+    assert got.kind == "counts" and got.counts.shape == (4, L, E) and got.top_k == K
+    for r in range(4):
+        assert np.array_equal(got.counts[r], Trace.from_tokens(recorded.model, recorded.experts[recorded.origin == r])
+                              .layer_counts())
+    assert got.model.layout() == LayerLayout(MOE, None, "stats", None) and got.metadata["recorded"] == "sent"
+    # a placement solved on it keys TensorRT-LLM's file by those layers with no flag; SGLang's needs H
+    p = placement.solve(got, "fat-tree:2x2", method="eplb", redundant=4).placement
+    out = tmp_path / "lb.yaml"
+    export_placement(p, out, "trtllm-yaml")
+    assert np.array_equal(trtllm_load(out, ep_size=4, moe_layers=MOE), p.slots)
+    with pytest.raises(PlacementInputError, match="does not say how many there are.*--num-hidden-layers"):
+        export_placement(p, tmp_path / "x.json", "sglang-json")
+    export_placement(p, tmp_path / "x.json", "sglang-json", num_hidden_layers=H)
+    assert np.array_equal(sglang_load(tmp_path / "x.json", ep_size=4, num_hidden_layers=H, num_logical_experts=E,
+                                      redundant=4 * p.slots_per_gpu - E, moe_layers=MOE), p.slots)
+
+
+def test_trtllm_stats_written_by_the_safetensors_package(tmp_path, recorded):
+    st = pytest.importorskip("safetensors.numpy")
+    ours = import_trace(_trtllm_stats(tmp_path / "a", recorded), "trtllm-stats")
+    theirs = import_trace(_trtllm_stats(tmp_path / "b", recorded, writer=lambda path, t: st.save_file(t, str(path))), "trtllm-stats")
+    assert np.array_equal(ours.counts, theirs.counts)
+
+
+def test_trtllm_stats_refusals(tmp_path, recorded):
+    d = _trtllm_stats(tmp_path / "tp", recorded, same_on_every_rank=True)
+    got = import_trace(d / "meta_info.json", "trtllm-stats")
+    assert got.metadata["recorded"] == "replicated" and got.counts.shape == (L, E)
+    assert np.array_equal(got.counts, recorded.layer_counts())  # one copy, not four
+    with pytest.raises(PlacementInputError, match="TensorRT-LLM counts slots, not experts, when its load balancer"):
+        import_trace(d, "trtllm-stats", model=ModelSpec("m", L, 16, K))
+    with pytest.raises(PlacementInputError, match=r"recorded layers \[1, 3, 5, 6\] are not model 'v''s MoE layers "
+                       r"1..4"):
+        import_trace(d, "trtllm-stats", model=ModelSpec("v", L, E, K, first_moe_layer=1))
+    with pytest.raises(PlacementInputError, match="first_moe_layer=0, but the first recorded layer is 1"):
+        import_trace(d, "trtllm-stats", first_moe_layer=0)
+    with pytest.raises(PlacementInputError, match="recorded must be 'sent' or 'replicated'"):
+        import_trace(d, "trtllm-stats", recorded="received")
+    (d / "rank2.safetensors").unlink()
+    with pytest.raises(PlacementInputError, match=r"no rank2.safetensors \(ranks 0..3 expected\)"):
+        import_trace(d, "trtllm-stats")
+    (d / "rank3.safetensors").write_bytes(b"\x00" * 4)
+    (d / "rank2.safetensors").write_bytes((1 << 40).to_bytes(8, "little") + b"{}")
+    with pytest.raises(PlacementInputError, match="is not a safetensors file"):
+        import_trace(d, "trtllm-stats")

@@ -28,6 +28,7 @@ __all__ = [
     "format_table",
     "echo",
     "step_report",
+    "model_line",
     "json_text",
     "FORMATS",
     "add_format_option",
@@ -93,6 +94,30 @@ def eval_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "transport": args.transport, "tokens_per_step": args.tokens_per_step,
             "tokens_per_gpu": args.tokens_per_gpu, "dispatch_dtype": args.dispatch_dtype,
             "combine_dtype": args.combine_dtype, "gpu": args.gpu, "overlap": args.overlap}
+
+
+def model_line(model: Any, hidden_size: int | None = None) -> str:
+    """``model     NAME: hidden size ..., expert groups ...``: the figures of the model a report used.
+
+    ``hidden_size`` is an ``--hidden-size`` given to the evaluator (it overrides the model's).  A model
+    without a hidden size (counts imported with ``--top-k`` alone) says which size is assumed, and one
+    without expert groups that EPLB runs its global policy.
+    """
+    from ..costs import DEFAULT_HIDDEN_SIZE
+
+    if hidden_size:
+        size = f"hidden size {hidden_size} (--hidden-size)"
+    elif getattr(model, "hidden_size", None):
+        size = f"hidden size {model.hidden_size}"
+    else:
+        size = (f"hidden size unknown, {DEFAULT_HIDDEN_SIZE} assumed (give --hidden-size, or import the trace "
+                "with --model)")
+    if model.num_groups > 1:
+        groups = f"{model.num_groups} expert groups" + (
+            f", at most {model.topk_groups} per token" if model.topk_groups is not None else "")
+    else:
+        groups = "no expert groups (EPLB runs its global policy)"
+    return f"model     {model.name}: top-{model.top_k}, {size}; {groups}"
 
 
 def step_report(metrics: Any, reference: Any = None, name: str = "placement", ref_name: str = "reference") -> str:

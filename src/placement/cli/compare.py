@@ -16,6 +16,7 @@ from ._common import (
     eval_kwargs,
     examples,
     load_test_trace,
+    model_line,
     parse_kv,
     render_comparison,
 )
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     reference = Path(ref).stem if ref.lower().endswith(PLACEMENT_SUFFIXES) else ref  # a file is labelled by its stem
     out, err = render_comparison(frame, args.format, verdict(frame, reference),
                                  {"trace": args.trace, "test_trace": args.test_trace, "reference": reference})
+    if args.format == "table":
+        echo(model_line(trace.model, args.hidden_size))
     echo(out)
     if err:
         _note(err)

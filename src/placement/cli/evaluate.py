@@ -16,6 +16,7 @@ from ._common import (
     format_table,
     json_text,
     load_test_trace,
+    model_line,
     render_comparison,
     step_report,
 )
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
             sys.stderr.write(err + "\n")
         return 0
+    echo(model_line(trace.model, args.hidden_size))
     echo(format_table(frame.T))
     echo("")
     echo(step_report(metrics, reference, name, ref_name or "reference"))

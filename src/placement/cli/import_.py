@@ -7,9 +7,10 @@ The module is named ``import_`` because ``import`` is a keyword; the command is 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..errors import input_error
-from ._common import Formatter, Subparsers, check_out, echo, examples
+from ._common import Formatter, Subparsers, check_out, echo, examples, model_line
 
 __all__ = ["register", "run"]
 
@@ -30,7 +31,8 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
             "placement import --format sglang-dump expert_distribution_recorder_1700000000.pt "
             "--model deepseek-v3 --out load.npz",
             "placement import --format sglang-dump rec_*_0.pt rec_*_1.pt --out tokens.npz",
-            "placement import --format expert-load expert_load.npy --top-k 8 --out load.npz",
+            "placement import --format expert-load expert_load.npy --top-k 8 --hidden-size 7168 --out load.npz",
+            "placement import --format trtllm-stats expert_statistic/ --model deepseek-v3 --out load.npz",
             "placement import --format sglang-json expert_location.json --num-gpus 8 --model deepseek-v3 "
             "--out p.json",
         ),
@@ -43,6 +45,13 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     g.add_argument("--model", default=None,
                    help="model preset giving top-k and the MoE layers (e.g. deepseek-v3); SGLang maps: the MoE rows")
     g.add_argument("--top-k", type=int, default=None, help="experts per token (needed for counts without --model)")
+    g.add_argument("--hidden-size", type=int, default=None,
+                   help="without --model: the model's hidden size (bytes per token; if omitted: unknown, the "
+                   "evaluator assumes 4096 and says so)")
+    g.add_argument("--num-groups", type=int, default=None,
+                   help="without --model: expert groups of group-limited routing (EPLB's hierarchical policy; "
+                   "if omitted: 1, no groups)")
+    g.add_argument("--topk-groups", type=int, default=None, help="without --model: groups a token may use")
     g.add_argument("--key", default=None, help="expert-load: entry of the file to read")
     g.add_argument("--by-rank", action="store_true", help="expert-load: a 3-D tensor's first axis is the rank")
     g.add_argument("--recorded", choices=["sent", "received", "replicated"], default=None,
@@ -105,6 +114,7 @@ def _trace(args: argparse.Namespace) -> int:
     from ..trace import save_trace
 
     check_out(args.out, (".npz", ".csv", ".parquet"))
+    _with_model_figures(args, None)  # a contradicting flag fails before reading
     trace = import_trace(
         args.inputs,
         args.format,
@@ -115,14 +125,17 @@ def _trace(args: argparse.Namespace) -> int:
         by_rank=args.by_rank,
         recorded=args.recorded,
     )
+    trace = _with_model_figures(args, trace)
     save_trace(trace, args.out)
     what = f"{trace.num_tokens} tokens" if trace.kind == "tokens" else f"counts {list(trace.counts.shape)}"
     layout = trace.model.layout()
     lines = [
         f"wrote {args.out}: {trace.kind} trace, {what}, {trace.num_layers} MoE layers x {trace.num_experts} "
         f"experts, top-{trace.top_k} (MoE layers from hidden layer {trace.metadata.get('first_moe_layer')})",
-        f"layer layout: {layout.describe() if layout is not None else 'unknown (exports indexing hidden layers will ask)'}",
+        "layer layout: " + (layout.describe() if layout is not None else "unknown (hidden-layer exports ask)"),
     ]
+    source = f"preset {args.model}" if args.model else "the recording"
+    lines.append(model_line(trace.model) + f" (from {source})")
     recorded = trace.metadata.get("recorded")
     if recorded is not None:
         how = "detected" if trace.metadata.get("recorded_detected") else "given"
@@ -130,6 +143,22 @@ def _trace(args: argparse.Namespace) -> int:
         lines.append(f"recorder: each rank recorded the tokens {RECORDED_WORDS[recorded]} ({how}); {origins}")
     echo("\n".join(lines))
     return 0
+
+
+def _with_model_figures(args: argparse.Namespace, trace: Any) -> Any:
+    """The trace with ``--hidden-size``/``--num-groups``/``--topk-groups`` set on its model (not with ``--model``)."""
+    from dataclasses import replace
+
+    given = {k: v for k, v in (("hidden_size", args.hidden_size), ("num_groups", args.num_groups),
+                                ("topk_groups", args.topk_groups)) if v is not None}
+    if not given:
+        return trace
+    if args.model is not None:
+        flag = "--" + next(iter(given)).replace("_", "-")
+        raise input_error(f"comes from the model preset {args.model!r}; drop {flag} or --model", field=flag)
+    if trace is None:
+        return None
+    return replace(trace, model=replace(trace.model, **given))  # Trace and ModelSpec validate them
 
 
 RECORDED_WORDS = {"sent": "it routed", "received": "its experts received", "replicated": "of every rank"}

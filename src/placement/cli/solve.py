@@ -16,6 +16,7 @@ from ._common import (
     examples,
     format_table,
     load_test_trace,
+    model_line,
     parse_kv,
     render_comparison,
     step_report,
@@ -137,6 +138,7 @@ def _report(args: argparse.Namespace, trace: Any, topo: Any, solution: Any, mine
 
     lines = [f"trace     {trace.source}: {trace.model.name}, {trace.num_tokens} tokens, {trace.num_layers} MoE "
              f"layers x {trace.num_experts} experts, top-{trace.top_k}",
+             model_line(trace.model, args.hidden_size),
              f"topology  {topo.name}: {topo.num_gpus} GPUs on {topo.num_servers} "
              f"server{'s' if topo.num_servers != 1 else ''}, diameter {topo.diameter:g} hops"]
     s = solution.summary()

@@ -14,8 +14,10 @@ by :func:`import_placement`; ``docs/interop.md`` gives every shape):
 ==============  ======  =====================================================================
 
 Trace formats (:data:`TRACE_FORMATS`, read by :func:`import_trace`): ``sglang-dump`` (SGLang's
-expert-distribution recorder, :func:`.sglang.load_sglang_dump`) and ``expert-load`` (vLLM/EPLB
-load tensors, :func:`.eplb.load_expert_load`).
+expert-distribution recorder, :func:`.sglang.load_sglang_dump`), ``expert-load`` (vLLM/EPLB
+load tensors, :func:`.eplb.load_expert_load`) and ``trtllm-stats`` (TensorRT-LLM's expert
+statistics, :func:`.trtllm.load_trtllm_stats`).  Load formats (:data:`LOAD_FORMATS`, written
+from a trace by :func:`export_load`): ``sglang-logical-count`` (SGLang's ``init_by_eplb``).
 
 Importing this package loads neither torch nor matplotlib; ``.pt`` files import torch when read
 or written.
@@ -42,15 +44,27 @@ from ..errors import input_error
 from ..placement import Placement
 from ..trace._trace import ModelSpec, Trace
 from .eplb import EplbTensors, eplb_tensors, load_expert_load, placement_from_eplb, read_eplb, write_eplb
-from .sglang import load_sglang_dump, read_sglang, sglang_physical_to_logical_map, write_sglang
-from .trtllm import read_trtllm, trtllm_config, write_trtllm
+from .sglang import (
+    load_sglang_dump,
+    read_sglang,
+    sglang_logical_count,
+    sglang_physical_to_logical_map,
+    write_sglang,
+    write_sglang_logical_count,
+)
+from .trtllm import load_trtllm_stats, read_trtllm, trtllm_config, write_trtllm
 from .vllm import read_vllm_map, vllm_expert_map, write_vllm_map
 
 __all__ = [
     "PLACEMENT_FORMATS",
     "FORMAT_ALIASES",
     "TRACE_FORMATS",
+    "LOAD_FORMATS",
     "PlacementFormat",
+    "LoadFormat",
+    "export_load",
+    "sglang_logical_count",
+    "load_trtllm_stats",
     "export_placement",
     "import_placement",
     "import_trace",
@@ -151,6 +165,29 @@ FORMAT_ALIASES = {"vllm-json": "vllm-ascend"}
 TRACE_FORMATS = {
     "sglang-dump": "SGLang expert-distribution recorder dump (stat, per_pass or per_token mode)",
     "expert-load": "vLLM/EPLB expert-load tensor [layers, experts] (.pt, .npy, .npz, .json)",
+    "trtllm-stats": "TensorRT-LLM expert statistics directory (meta_info.json + rank*.safetensors)",
+}
+
+
+@dataclass(frozen=True)
+class LoadFormat:
+    """A file of a trace's expert loads that a serving stack reads (:func:`export_load`)."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    summary: str
+    write: Callable[..., Path]
+    reader: str = ""
+
+
+#: Load formats :func:`export_load` writes from a trace.
+LOAD_FORMATS: dict[str, LoadFormat] = {
+    f.name: f
+    for f in (
+        LoadFormat("sglang-logical-count", (".json", ".pt"),
+                   "SGLang --init-expert-location logical_count (EPLB at start)", write_sglang_logical_count,
+                   "SGLang --init-expert-location (init_by_eplb)"),
+    )
 }
 
 
@@ -230,6 +267,31 @@ def import_placement(
     return fmt.read(path, **kwargs)
 
 
+def export_load(
+    trace: Trace,
+    path: str | os.PathLike[str],
+    format: str,
+    *,
+    num_hidden_layers: int | None = None,
+    first_moe_layer: int | None = None,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
+) -> Path:
+    """Write ``trace``'s expert loads for a serving stack that balances them itself (atomically).
+
+    ``format`` is a key of :data:`LOAD_FORMATS`.  The layer layout defaults to the trace model's
+    (:meth:`~placement.trace.ModelSpec.layout`), as in :func:`export_placement`.
+    """
+    fmt = LOAD_FORMATS.get(format)
+    if fmt is None:
+        raise input_error(f"unknown load format {format!r}; choose one of {list(LOAD_FORMATS)}", str(path), "format")
+    if Path(path).suffix.lower() not in fmt.suffixes:
+        raise input_error(f"format {format} uses {' or '.join(fmt.suffixes)} files, not '{Path(path).suffix}'",
+                          str(path), "format")
+    return fmt.write(trace, path, num_hidden_layers=num_hidden_layers, first_moe_layer=first_moe_layer,
+                     moe_layers=moe_layers, model=model)
+
+
 def import_trace(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     format: str,
@@ -244,13 +306,19 @@ def import_trace(
     """Read expert loads or routing recorded by a serving stack as a :class:`~placement.trace.Trace`.
 
     ``format`` is ``"sglang-dump"`` (one recording, one file per rank for ``per_pass`` and
-    ``per_token``) or ``"expert-load"`` (one file; ``key`` and ``by_rank`` apply).  A count
+    ``per_token``; ``recorded`` applies), ``"expert-load"`` (one file; ``key`` and ``by_rank``
+    apply) or ``"trtllm-stats"`` (TensorRT-LLM's statistics directory; ``recorded`` applies).  A count
     trace works with load-based methods (``placement.solve(trace, topo, method="eplb")``); methods
     needing per-token routing refuse it with a message saying so.
     """
     files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if format == "sglang-dump":
         return load_sglang_dump(files, model=model, top_k=top_k, first_moe_layer=first_moe_layer, recorded=recorded)
+    if format == "trtllm-stats":
+        if len(files) != 1:
+            raise input_error(f"trtllm-stats reads one directory, got {len(files)} paths", field="paths")
+        return load_trtllm_stats(files[0], model=model, top_k=top_k, first_moe_layer=first_moe_layer,
+                                 recorded=recorded)
     if format == "expert-load":
         if len(files) != 1:
             raise input_error(f"expert-load reads one file, got {len(files)}", field="paths")

@@ -34,6 +34,8 @@ __all__ = [
     "moe_layer_rows",
     "with_layout",
     "export_layout",
+    "resolve_layout",
+    "read_safetensors",
     "parse_layers",
     "require_full",
     "placement_from_phy2log",
@@ -306,7 +308,27 @@ def export_layout(
     known too; explicit ``first_moe_layer``/``moe_layers`` without ``num_hidden_layers`` mean no
     dense layer follows the last MoE layer.
     """
-    L = placement.num_layers
+    return resolve_layout(placement.layout, placement.num_layers, placement.num_experts, fmt, source,
+                          "this placement", num_hidden_layers=num_hidden_layers, first_moe_layer=first_moe_layer,
+                          moe_layers=moe_layers, model=model, need_hidden=need_hidden)
+
+
+def resolve_layout(
+    own: LayerLayout | None,
+    L: int,
+    E: int,
+    fmt: str,
+    source: str | None,
+    what: str,
+    *,
+    num_hidden_layers: int | None = None,
+    first_moe_layer: int | None = None,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
+    need_hidden: bool = False,
+) -> LayerLayout:
+    """:func:`export_layout` for ``what`` (a placement or a trace) of ``L`` MoE layers and ``E`` experts whose
+    own layout is ``own``."""
     explicit = [name for name, v in (("model", model), ("moe_layers", moe_layers), ("first_moe_layer", first_moe_layer))
                 if v is not None]
     if len(explicit) > 1:
@@ -320,13 +342,13 @@ def export_layout(
             if given is None:
                 raise input_error(f"model '{spec.name}' does not say where its MoE layers are (no num_hidden_layers "
                                   "or moe_layers)", source, "model")
-            if spec.num_layers != L or spec.num_experts != placement.num_experts:
+            if spec.num_layers != L or spec.num_experts != E:
                 raise input_error(f"model '{spec.name}' has {spec.num_layers} MoE layers x {spec.num_experts} experts, "
-                                  f"the placement {L} x {placement.num_experts}", source, "model")
+                                  f"{what} {L} x {E}", source, "model")
         elif moe_layers is not None:
             layers = parse_layers(moe_layers, source)
             if len(layers) != L:
-                raise input_error(f"lists {len(layers)} hidden layers, but the placement has {L} MoE layers", source,
+                raise input_error(f"lists {len(layers)} hidden layers, but {what} has {L} MoE layers", source,
                                   "moe_layers")
             given = LayerLayout(layers)
         elif first_moe_layer is not None:
@@ -335,13 +357,12 @@ def export_layout(
                 raise input_error(f"must be a non-negative integer, got {first_moe_layer!r}", source,
                                   "first_moe_layer")
             given = LayerLayout.contiguous(int(first_moe_layer), L)
-        own = placement.layout
         if num_hidden_layers is not None:
             H = positive_int(num_hidden_layers, source, "num_hidden_layers")
             base = given or own
             if base is None:
                 if H != L:
-                    raise input_error(f"{H} hidden layers hold the placement's {L} MoE layers, but which ones? "
+                    raise input_error(f"{H} hidden layers hold the {L} MoE layers of {what}, but which ones? "
                                       + LAYOUT_FIX, source, "num_hidden_layers")
                 base = LayerLayout.contiguous(0, L)
             if base.num_hidden_layers is not None and base.num_hidden_layers != H:
@@ -356,18 +377,18 @@ def export_layout(
         raise
     if given is not None and own is not None:
         if not own.same_layers(given):
-            raise input_error(f"{given.describe()} contradicts the placement's layout ({own.describe()}); drop the "
-                              "option to use the placement's", source, explicit[0] if explicit else "num_hidden_layers")
+            raise input_error(f"{given.describe()} contradicts the layout of {what} ({own.describe()}); drop the "
+                              "option to use it", source, explicit[0] if explicit else "num_hidden_layers")
         given = LayerLayout(given.moe_layers, given.num_hidden_layers or own.num_hidden_layers,
                             given.model or own.model, given.hidden_size or own.hidden_size)
     layout = given or own
     if layout is None:
-        raise input_error(f"{fmt} indexes the model's hidden layers, and this placement does not record which hidden "
-                          "layers are its MoE layers (solved from a trace without a model, or an older file); "
+        raise input_error(f"{fmt} indexes the model's hidden layers, and {what} does not record which hidden "
+                          "layers are its MoE layers (no model layout in the trace, or an older file); "
                           + LAYOUT_FIX, source, "layout")
     if need_hidden and layout.num_hidden_layers is None:
         if not explicit:
-            raise input_error(f"{fmt} has a row for every hidden layer, and the placement's layout does not say how "
+            raise input_error(f"{fmt} has a row for every hidden layer, and the layout of {what} does not say how "
                               f"many there are ({layout.describe()}); pass num_hidden_layers (--num-hidden-layers)",
                               source, "num_hidden_layers")
         layout = LayerLayout(layout.moe_layers, layout.moe_layers[-1] + 1, layout.model, layout.hidden_size)
@@ -496,3 +517,56 @@ def with_layout(spec: ModelSpec, rows: tuple[int, ...], num_hidden_layers: int |
     contiguous = rows[-1] - rows[0] + 1 == len(rows)
     return replace(spec, first_moe_layer=rows[0], num_hidden_layers=num_hidden_layers,
                    moe_layers=None if contiguous else rows)
+
+
+#: safetensors dtype codes this reader takes (counts): integer and float types numpy has.
+_SAFETENSORS_DTYPES = {"I8": "<i1", "I16": "<i2", "I32": "<i4", "I64": "<i8", "U8": "<u1", "U16": "<u2",
+                       "U32": "<u4", "U64": "<u8", "F16": "<f2", "F32": "<f4", "F64": "<f8"}
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The tensors of a ``.safetensors`` file as numpy arrays, without the ``safetensors`` package.
+
+    The format: an unsigned little-endian 64-bit header length ``N``, ``N`` bytes of JSON mapping
+    each tensor name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets into the
+    byte buffer that follows; an optional ``"__metadata__"`` entry holds strings), then the
+    buffer, little-endian and row-major.  Every entry is checked against the file's size.
+    """
+    p = Path(path)
+    src = str(path)
+    _check_file(p, src)
+    raw = p.read_bytes()
+    if len(raw) < 8:
+        raise input_error("is not a safetensors file (shorter than its 8-byte header length)", src)
+    n = int.from_bytes(raw[:8], "little")
+    if n > len(raw) - 8:
+        raise input_error(f"is not a safetensors file (header of {n} bytes in a {len(raw)}-byte file)", src)
+    try:
+        header = json.loads(raw[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise input_error(f"is not a safetensors file (its header is not JSON: {exc})", src) from exc
+    if not isinstance(header, dict):
+        raise input_error("is not a safetensors file (its header is not a mapping)", src)
+    buffer = memoryview(raw)[8 + n:]
+    out: dict[str, np.ndarray] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+            raise input_error("must be a mapping with dtype, shape and data_offsets", src, name)
+        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise input_error(f"dtype {entry['dtype']!r} is not one of {sorted(_SAFETENSORS_DTYPES)}", src, name)
+        shape, offsets = entry["shape"], entry["data_offsets"]
+        if (not isinstance(shape, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                   for v in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in offsets)):
+            raise input_error(f"bad shape {shape!r} or data_offsets {offsets!r}", src, name)
+        begin, end = offsets
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if not 0 <= begin <= end <= len(buffer) or end - begin != size:
+            raise input_error(f"data_offsets {offsets} do not hold {shape} of {entry['dtype']} in the file's "
+                              f"{len(buffer)}-byte buffer", src, name)
+        out[name] = np.frombuffer(buffer[begin:end], dtype=dtype).reshape(shape)
+    return out

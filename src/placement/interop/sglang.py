@@ -68,13 +68,21 @@ from ._common import (
     positive_int,
     read_mapping,
     require_full,
+    resolve_layout,
     resolve_model,
     with_layout,
     write_json,
     write_torch,
 )
 
-__all__ = ["sglang_physical_to_logical_map", "write_sglang", "read_sglang", "load_sglang_dump"]
+__all__ = [
+    "sglang_physical_to_logical_map",
+    "write_sglang",
+    "read_sglang",
+    "load_sglang_dump",
+    "sglang_logical_count",
+    "write_sglang_logical_count",
+]
 
 
 def sglang_physical_to_logical_map(
@@ -210,6 +218,54 @@ def read_sglang(
         {"imported_from": "sglang", "first_moe_layer": rows[0]},
     )
     return replace(placement, layout=layout)
+
+
+# --------------------------------------------------------------------------------------- logical_count
+def sglang_logical_count(
+    trace: Trace,
+    num_hidden_layers: int | None = None,
+    first_moe_layer: int | None = None,
+    *,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
+    source: str | None = None,
+) -> np.ndarray:
+    """``int64 [num_hidden_layers, E]``: the trace's tokens per expert at each hidden layer, zero in dense layers.
+
+    What SGLang's ``init_by_eplb`` takes as ``logical_count`` (it sums a leading steps axis and runs
+    its EPLB on ``[num_hidden_layers, E]``).  The MoE rows come from the trace's layout
+    (``trace.model.layout()``) unless given, as for :func:`sglang_physical_to_logical_map`.
+
+    >>> from placement.trace import ModelSpec, Trace
+    >>> t = Trace.from_counts(ModelSpec("m", 1, 3, 1), np.array([[5, 0, 2]]))
+    >>> sglang_logical_count(t, num_hidden_layers=2, first_moe_layer=1).tolist()
+    [[0, 0, 0], [5, 0, 2]]
+    """
+    layout = resolve_layout(trace.model.layout(), trace.num_layers, trace.num_experts, "SGLang's logical_count",
+                            source, "this trace", num_hidden_layers=num_hidden_layers,
+                            first_moe_layer=first_moe_layer, moe_layers=moe_layers, model=model, need_hidden=True)
+    assert layout.num_hidden_layers is not None
+    out = np.zeros((layout.num_hidden_layers, trace.num_experts), dtype=np.int64)
+    out[list(layout.moe_layers)] = trace.layer_counts()
+    return out
+
+
+def write_sglang_logical_count(
+    trace: Trace,
+    path: str | os.PathLike[str],
+    *,
+    num_hidden_layers: int | None = None,
+    first_moe_layer: int | None = None,
+    moe_layers: Any = None,
+    model: ModelSpec | str | None = None,
+) -> Path:
+    """Write ``{"logical_count": [H][E]}`` (``.json``) or an int64 tensor (``.pt``) for ``--init-expert-location``."""
+    src = str(path)
+    table = sglang_logical_count(trace, num_hidden_layers, first_moe_layer, moe_layers=moe_layers, model=model,
+                                 source=src)
+    if Path(path).suffix.lower() == ".pt":
+        return write_torch({"logical_count": table}, path)
+    return write_json({"logical_count": table.tolist()}, path)
 
 
 # --------------------------------------------------------------------------------------- dumps

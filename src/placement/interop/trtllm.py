@@ -34,17 +34,20 @@ from .._version import __version__
 from ..errors import PlacementInputError, input_error
 from ..layout import LayerLayout
 from ..placement import Placement
-from ..trace._trace import ModelSpec
+from ..trace._trace import ModelSpec, Trace
 from ._common import (
     as_int_array,
     export_layout,
     placement_from_phy2log,
     positive_int,
+    read_mapping,
+    read_safetensors,
     require_full,
+    resolve_model,
     write_yaml,
 )
 
-__all__ = ["trtllm_config", "write_trtllm", "read_trtllm"]
+__all__ = ["trtllm_config", "write_trtllm", "read_trtllm", "load_trtllm_stats"]
 
 _HEADER = re.compile(r"^#\s*placement:\s*(.*)$", re.M)
 
@@ -184,3 +187,142 @@ def _header(text: str, src: str) -> dict[str, int]:
                     raise input_error(f"'{item}' in the '# placement:' comment is not KEY=INTEGER", src, key)
                 out[key] = int(value)
     return out
+
+
+# --------------------------------------------------------------------------------------- expert statistics
+_RANK_FILE = re.compile(r"^rank(\d+)\.safetensors$")
+_KEY = re.compile(r"^(\d+)_(\d+)$")
+
+
+def load_trtllm_stats(
+    path: str | os.PathLike[str],
+    *,
+    model: ModelSpec | str | None = None,
+    top_k: int | None = None,
+    first_moe_layer: int | None = None,
+    recorded: str | None = None,
+) -> Trace:
+    """A count trace from TensorRT-LLM's expert statistics (``EXPERT_STATISTIC_PATH``).
+
+    Parameters
+    ----------
+    path:
+        The statistics directory (or its ``meta_info.json``): ``meta_info.json`` (``{"num_experts":
+        N, "num_experts_per_token": k}``, written by rank 0) and ``rank{r}.safetensors`` per rank,
+        each holding one ``int64 [N]`` tensor per ``"{iteration}_{layer}"`` key: the experts the
+        rank's tokens selected in that iteration at decoder layer ``layer``
+        (``tensorrt_llm/_torch/expert_statistic.py``).  ``*_raw`` and ``cooccurrence*`` files are
+        not read.
+    model:
+        A :class:`ModelSpec` or preset name: checks ``N`` and ``k`` and says which layers are MoE
+        layers (its layout); a recorded layer it does not list is an error.
+    first_moe_layer:
+        Must be the first recorded layer (a check; recorded layers are never dropped).
+    recorded:
+        ``"sent"`` (each rank recorded its own tokens: attention DP; origins kept) or
+        ``"replicated"`` (tensor-parallel attention: every rank recorded the same tokens; one copy
+        kept, origins unknown).  Default: ``replicated`` when every rank's counts are equal, else
+        ``sent``.
+
+    Returns
+    -------
+    Trace
+        ``counts [ranks, layers, N]`` (or ``[layers, N]``), iterations summed; the layers are the
+        recorded decoder-layer indices, in order, which the trace's model records as its MoE layers
+        (``model.layout()``, number of hidden layers unknown unless ``model`` says it).
+
+    With TensorRT-LLM's load balancer on, the counts are per **slot** (``N`` = its ``num_slots``), not
+    per expert; a ``model`` whose expert count differs from ``N`` is refused for that reason.
+    """
+    from .sglang import RECORDED_MODES
+
+    p = Path(path)
+    src = str(path)
+    if p.name == "meta_info.json":
+        p = p.parent
+    if not p.is_dir():
+        raise input_error("is not a directory of TensorRT-LLM expert statistics (meta_info.json and "
+                          "rank*.safetensors); check the path", src)
+    meta_path = p / "meta_info.json"
+    meta = read_mapping(meta_path, (".json",))
+    msrc = str(meta_path)
+    if not isinstance(meta, dict):
+        raise input_error("must hold a mapping with num_experts and num_experts_per_token", msrc)
+    N = positive_int(meta.get("num_experts"), msrc, "num_experts")
+    k = positive_int(meta.get("num_experts_per_token"), msrc, "num_experts_per_token")
+    spec = resolve_model(model, src)
+    if top_k is not None and positive_int(top_k, src, "top_k") != k:
+        raise input_error(f"top_k={top_k} contradicts num_experts_per_token={k} in {msrc}", src, "top_k")
+    if spec is not None:
+        if spec.num_experts != N:
+            raise input_error(f"the statistics count {N} experts per layer, model '{spec.name}' has "
+                              f"{spec.num_experts}: TensorRT-LLM counts slots, not experts, when its load balancer "
+                              "is on; record without the load balancer or check the model", msrc, "num_experts")
+        if spec.top_k != k:
+            raise input_error(f"num_experts_per_token={k} contradicts model '{spec.name}' (top_k={spec.top_k})",
+                              msrc, "num_experts_per_token")
+    if recorded is not None and recorded not in ("sent", "replicated"):
+        raise input_error(f"TensorRT-LLM records the experts each rank's tokens select, so recorded must be 'sent' "
+                          f"or 'replicated', got {recorded!r} (modes: {list(RECORDED_MODES)})", src, "recorded")
+    files = {int(m.group(1)): f for f in p.iterdir() if (m := _RANK_FILE.match(f.name))}
+    if not files:
+        raise input_error("holds no rank*.safetensors file", src)
+    R = max(files) + 1
+    missing = sorted(set(range(R)) - set(files))
+    if missing:
+        raise input_error(f"no rank{missing[0]}.safetensors (ranks 0..{R - 1} expected): copy every rank's file",
+                          src)
+    per_rank: list[dict[int, np.ndarray]] = []
+    for r in range(R):
+        fsrc = str(files[r])
+        acc: dict[int, np.ndarray] = {}
+        for key, value in read_safetensors(files[r]).items():
+            m = _KEY.match(key)
+            if m is None:
+                raise input_error("is not an '<iteration>_<layer>' key", fsrc, key)
+            c = as_int_array(value, fsrc, key, (1,), "[num_experts]")
+            if c.shape[0] != N:
+                raise input_error(f"has {c.shape[0]} counts, meta_info.json says num_experts={N}", fsrc, key)
+            if c.min() < 0:
+                raise input_error("counts must be non-negative", fsrc, key)
+            layer = int(m.group(2))
+            acc[layer] = acc.get(layer, 0) + c
+        per_rank.append(acc)
+    layers = sorted(set().union(*per_rank))
+    if not layers:
+        raise input_error("the rank files hold no counts", src)
+    counts = np.zeros((R, len(layers), N), dtype=np.int64)
+    for r, acc in enumerate(per_rank):
+        for i, layer in enumerate(layers):
+            if layer in acc:
+                counts[r, i] = acc[layer]
+    same = R > 1 and all(np.array_equal(counts[0], counts[r]) for r in range(1, R))
+    mode = recorded or ("replicated" if same else "sent")
+    if mode == "replicated" and R > 1 and not same:
+        raise input_error("the ranks recorded different counts, so they did not all record the same tokens; omit "
+                          "recorded='replicated'", src, "recorded")
+    if first_moe_layer is not None and first_moe_layer != layers[0]:
+        raise input_error(f"first_moe_layer={first_moe_layer}, but the first recorded layer is {layers[0]} (recorded "
+                          "layers are the MoE layers; none is dropped)", src, "first_moe_layer")
+    rows = tuple(layers)
+    if spec is not None:
+        lay = spec.layout()
+        want = lay.moe_layers if lay is not None else tuple(
+            range(spec.first_moe_layer, spec.first_moe_layer + spec.num_layers))
+        if rows != want:
+            extra = sorted(set(rows) - set(want))
+            raise input_error(f"recorded layers {_span(rows)} are not model '{spec.name}''s MoE layers {_span(want)}"
+                              + (f" (extra: {extra}; MTP layers?)" if extra else ""), src, "layers")
+        if lay is None:
+            spec = replace(spec, moe_layers=rows)
+    else:
+        spec = ModelSpec(p.name or "trtllm", num_layers=len(rows), num_experts=N, top_k=k, first_moe_layer=rows[0],
+                         moe_layers=rows)
+    cut = counts if mode == "sent" else counts[0]
+    meta_out = {"format": "trtllm-stats", "recorded": mode, "recorded_detected": recorded is None,
+                "recording_ranks": R, "first_moe_layer": rows[0], "moe_layers": list(rows)}
+    return Trace.from_counts(spec, cut, source=src, metadata=meta_out)
+
+
+def _span(rows: tuple[int, ...]) -> str:
+    return f"{rows[0]}..{rows[-1]}" if rows[-1] - rows[0] + 1 == len(rows) else str(list(rows))
