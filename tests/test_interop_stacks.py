@@ -355,7 +355,8 @@ def test_trtllm_stats_give_per_rank_counts_at_the_recorded_layers(tmp_path, reco
 def test_trtllm_stats_written_by_the_safetensors_package(tmp_path, recorded):
     st = pytest.importorskip("safetensors.numpy")
     ours = import_trace(_trtllm_stats(tmp_path / "a", recorded), "trtllm-stats")
-    theirs = import_trace(_trtllm_stats(tmp_path / "b", recorded, writer=lambda path, t: st.save_file(t, str(path))), "trtllm-stats")
+    d = _trtllm_stats(tmp_path / "b", recorded, writer=lambda path, tensors: st.save_file(tensors, str(path)))
+    theirs = import_trace(d, "trtllm-stats")
     assert np.array_equal(ours.counts, theirs.counts)
 
 
