@@ -1,5 +1,5 @@
-"""Interop with serving stacks: export placements to, and import loads and traces from, vLLM, SGLang,
-TensorRT-LLM and DeepSeek's EPLB.
+"""Interop with serving stacks: export placements to SGLang, TensorRT-LLM and vllm-ascend (and DeepSeek's
+EPLB tensors), and import loads and traces from SGLang, TensorRT-LLM and vLLM.
 
 Placement formats (:data:`PLACEMENT_FORMATS`, written by :func:`export_placement` and read back
 by :func:`import_placement`; ``docs/interop.md`` gives every shape):
