@@ -10,7 +10,7 @@ each placement is fitted to the trace it is scored on.  ``shift`` scores out of 
 
 Sections
     ``compare``  step time of each method / EPLB per trace, preset and replica rule (NCCL transport), and
-                 max GPU load / EPLB's.  ``--slow`` adds transmission-load, alltoall-time (heuristic) and exflow.
+                 max GPU load / EPLB's (mean over layers of the busiest GPU, even split over replicas).  ``--slow`` adds transmission-load, alltoall-time (heuristic) and exflow.
     ``balance``  no redundant experts: max GPU load / the lower bound ``max(mean, hottest expert)``, median
                  and worst layer (layer-time's search for balance is its ``fast`` start plus the search).
     ``deepep``   DeepEP on 4 and 8 nodes: cross-node (NIC tier) bytes and step time / EPLB's.
@@ -49,7 +49,11 @@ def step(p, trace, topo, **serving) -> float:
 
 
 def max_load(p, trace, topo) -> float:
-    return float(placement.evaluate(p, trace, topo).gpu_load.max(axis=1).mean())
+    """Mean over layers of the largest GPU load, every replica serving an even share (EPLB's model)."""
+    from placement.search.method import max_gpu_load
+
+    w = placement.stats.TraceStats(trace).load.astype(float)
+    return float(max_gpu_load(p.slots.astype(np.int64), w).mean())
 
 
 def compare(args) -> None:

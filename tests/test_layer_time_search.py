@@ -120,3 +120,23 @@ def test_cli_solve_from_a_deployed_placement(case, tmp_path, capsys):
     assert main(["solve", "--trace", str(tpath), "--topology", "fat-tree:2x4", "--method", "eplb",
                  "--from", str(cur)]) == 2
     assert "--from" in capsys.readouterr().err
+
+
+def test_no_layer_busier_than_under_eplb(case):
+    trace, topo = case
+    from placement.search.method import eplb_slots, max_gpu_load
+
+    sol = solve(trace, topo, "layer-time", time_limit=20, replica="sglang-static", transport="nccl")
+    w = as_stats(trace).load.astype(np.float64)
+    P = sol.placement.num_gpus * sol.placement.slots_per_gpu
+    eplb = solve(trace, topo, "eplb").placement
+    assert np.array_equal(eplb_slots(w, P, topo.num_gpus, topo.num_servers, trace.model.num_groups), eplb.slots)
+    # even split over replicas, recomputed here from the slots
+    def peak(slots):
+        count = np.stack([np.bincount(s[s >= 0], minlength=w.shape[1]) for s in slots.reshape(len(slots), -1)])
+        share = w / np.maximum(count, 1)
+        per = np.where(slots >= 0, np.take_along_axis(share, np.maximum(slots, 0).reshape(len(slots), -1),
+                                                      axis=1).reshape(slots.shape), 0.0)
+        return per.sum(axis=2).max(axis=1)
+    assert (peak(sol.placement.slots) <= peak(eplb.slots) * (1 + 1e-9)).all()
+    np.testing.assert_allclose(max_gpu_load(eplb.slots.astype(np.int64), w), peak(eplb.slots))

@@ -11,8 +11,8 @@ MoE layers (:func:`placement.evaluate`'s ``step_time`` with the same ``replica``
     group-aware node packing, GPU LPT and swaps; tens of milliseconds; evaluated once.
 ``solver="search"`` (default)
     Seeds, per layer, with the fastest of several starts under the step model (the fast path with
-    and without group-aware packing, DeepSeek's EPLB hierarchical and global policies with the same
-    slots, and the fast path and contiguous layout without extra replicas, their spare slots left
+    and without group-aware packing, DeepSeek's EPLB as the ``eplb`` method runs it and its global
+    policy, with the same slots, and the fast path and contiguous layout without extra replicas, their spare slots left
     empty), then runs the evaluator-scored local search of :mod:`placement.search.local` until no
     layer improves or ``time_limit`` seconds pass.  Because every start is scored exactly and the
     search only accepts what the evaluator confirms, the result is never slower than any start on
@@ -104,20 +104,36 @@ def _nodes(topology: Topology) -> int:
     return servers if even else 1
 
 
+def eplb_slots(w: np.ndarray, P: int, G: int, nodes: int, groups: int) -> np.ndarray:
+    """``int64 [L, G, P / G]``: what the ``eplb`` method places with these slots (hierarchical when the groups
+    divide over the nodes, else global)."""
+    from ..baselines.eplb import rebalance_experts
+
+    return np.asarray(rebalance_experts(w, P, groups, nodes, G).slots(G), dtype=np.int64)
+
+
+def max_gpu_load(slots: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``float64 [L]``: each layer's largest GPU load, every replica of expert ``e`` serving ``w[l, e] / count``
+    (EPLB's model of load)."""
+    L, G, S = slots.shape
+    E = w.shape[1]
+    count = np.zeros((L, E + 1))
+    np.add.at(count, (np.repeat(np.arange(L), G * S), slots.reshape(L, -1).ravel() + 1), 1.0)
+    share = w / np.maximum(count[:, 1:], 1.0)
+    return slot_loads(slots, share).sum(axis=2).max(axis=1)
+
+
 def _seeds(w: np.ndarray, E: int, G: int, P: int, nodes: int, groups: int) -> dict[str, np.ndarray]:
     """Starting placements ``int64 [L, G, P / G]`` (spare slots empty)."""
     from ..baselines.eplb import rebalance_experts
 
     L = w.shape[0]
     S = P // G
-    seeds: dict[str, np.ndarray] = {}
+    seeds: dict[str, np.ndarray] = {"eplb": eplb_slots(w, P, G, nodes, groups)}
     seeds["fast"] = _place(w, P, G, nodes, groups)[0]
     seeds["fast-node-blind"] = pack(w, replica_counts(w, P), G, nodes, S)
-    for name, g in (("eplb-hierarchical", groups), ("eplb-global", 1)):
-        if nodes > 1 and g > 1 and g % nodes:
-            continue
-        res = rebalance_experts(w, P, max(g, 1), nodes if g > 1 else 1, G)
-        seeds[name] = np.asarray(res.slots(G), dtype=np.int64)
+    if groups > 1 and nodes > 1 and groups % nodes == 0:  # "eplb" above ran the hierarchical policy
+        seeds["eplb-global"] = np.asarray(rebalance_experts(w, P, 1, 1, G).slots(G), dtype=np.int64)
     if E % G == 0 and P > E:
         base = E // G
         pad = np.full((L, G, S - base), -1, dtype=np.int64)
@@ -131,7 +147,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
                       replica: str = "vllm", transport: str = "nccl", tokens_per_step: int = 0,
                       tokens_per_gpu: int = 0, dispatch_dtype: str = "bf16", combine_dtype: str = "bf16",
                       gpu: str = "", overlap: bool = False, time_limit: float = 60.0, current: str = "",
-                      max_moves: int = -1, windows: int = 1, robust: str = "mean") -> Solution:
+                      max_moves: int = -1, windows: int = 1, robust: str = "mean", max_load: str = "eplb") -> Solution:
     """The ``layer-time`` method (module docstring)."""
     t0 = time.perf_counter()
     trace = stats.trace
@@ -170,6 +186,12 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     traces = window_traces(trace, windows) if windows > 1 else [trace]
     objectives = [StepObjective.build(t, topology, **serving) for t in traces]
     objective = objectives[0] if len(objectives) == 1 else MultiObjective(objectives, robust)
+    load = objective.sent.sum(axis=1)  # [L, E] selections per step, the search's unit of GPU load
+    cap = None
+    if max_load == "eplb":
+        cap = max_gpu_load(eplb_slots(load, P, G, nodes, trace.model.num_groups), load)
+        if origin is not None:  # the deployed placement is where the search starts: it may stay as busy
+            cap = np.maximum(cap, max_gpu_load(origin, load))
     termination = Termination.HEURISTIC
     if solver == "fast":
         slots = origin if origin is not None and max_moves == 0 else _place(w, P, G, nodes, trace.model.num_groups)[0]
@@ -185,13 +207,17 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
             per = {name: objective.layer_times(s) for name, s in seeds.items()}
             names = list(seeds)
             table = np.stack([per[n] for n in names])  # [seeds, L]
+            if cap is not None:  # a start above the cap in a layer is not a start there (EPLB's own never is)
+                over = np.stack([max_gpu_load(seeds[n], load) > cap * (1 + 1e-12) for n in names])
+                table = np.where(over, np.inf, table)
             pick = np.argmin(table, axis=0)
             start = np.stack([seeds[names[pick[lay]]][lay] for lay in range(L)])
             info["seeds"] = {n: float(per[n].sum()) for n in names}
             info["seed_of_layer"] = {n: int((pick == i).sum()) for i, n in enumerate(names)}
         remaining = time_limit - (time.perf_counter() - t0)
         budget = None if max_moves < 0 else np.full(L, max_moves)
-        res = improve(objective, start, time_limit=max(0.0, remaining), origin=origin, max_moves=budget)
+        res = improve(objective, start, time_limit=max(0.0, remaining), origin=origin, max_moves=budget,
+                      load_cap=cap)
         slots, times = res.slots, res.layer_time
         info.update({"rounds": res.rounds, "evaluations": objective.evaluations[0], "timed_out": res.timed_out})
     if origin is not None:
@@ -249,4 +275,6 @@ register(Method(
              Option("windows", int, 1, "fit this many successive windows of the trace at once (load shift)",
                     minimum=1),
              Option("robust", str, "mean", "over windows: mean step time, or per layer the worst window",
-                    choices=("mean", "max")))))
+                    choices=("mean", "max")),
+             Option("max_load", str, "eplb", "eplb: no GPU of a layer busier than under EPLB with the same slots "
+                    "(even split over replicas); free: step time alone decides", choices=("eplb", "free")))))
