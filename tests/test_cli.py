@@ -73,6 +73,26 @@ def test_trace_info_and_topology_show(trace_file):
     assert r.returncode == 0 and "contiguous" in r.stdout and "round_robin" in r.stdout
 
 
+def test_trace_synth_token_seed_is_a_held_out_sample(tmp_path):
+    """--token-seed keeps --seed's model (expert popularity) and draws other tokens: the file holds exactly
+    synthesize(seed=0, token_seed=1), not the --seed 0 tokens and not another seed's model."""
+    from placement.trace import load_trace
+    from placement.trace.synthesize import synthesize
+
+    args = ["trace", "synth", "--model", "mixtral-8x7b", "--tokens", "300", "--ranks", "8", "--no-weights",
+            "--seed", "0"]
+    assert run(*args, "--out", str(tmp_path / "fit.npz")).returncode == 0
+    r = run(*args, "--token-seed", "1", "--out", str(tmp_path / "held.npz"))
+    assert r.returncode == 0, r.stderr
+    held, fit = load_trace(tmp_path / "held.npz"), load_trace(tmp_path / "fit.npz")
+    want = synthesize("mixtral-8x7b", 300, seed=0, token_seed=1, num_ranks=8, weights=False)
+    np.testing.assert_array_equal(held.experts, want.experts)
+    np.testing.assert_array_equal(held.origin, want.origin)
+    assert not np.array_equal(held.experts, fit.experts)
+    np.testing.assert_array_equal(fit.experts, synthesize("mixtral-8x7b", 300, seed=0, num_ranks=8,
+                                                          weights=False).experts)
+
+
 def test_every_command_has_an_example():
     for args in (["--help"], ["solve", "--help"], ["evaluate", "--help"], ["compare", "--help"],
                  ["methods", "--help"], ["trace", "synth", "--help"], ["trace", "info", "--help"],
@@ -100,6 +120,8 @@ def test_every_command_has_an_example():
      "unknown method 'magic'"),
     (["trace", "synth", "--model", "no-such-model", "--tokens", "10", "--out", "{tmp}/t.npz"], "no-such-model"),
     (["trace", "synth", "--model", "mixtral-8x7b", "--tokens", "-5", "--out", "{tmp}/t.npz"], "tokens"),
+    (["trace", "synth", "--model", "mixtral-8x7b", "--tokens", "10", "--token-seed", "-1", "--out", "{tmp}/t.npz"],
+     "token_seed"),
     (["topology", "show", "{disconnected}"], "disconnected"),
 ])
 def test_bad_input_exit_2_no_output(tmp_path, trace_file, args, message):

@@ -21,12 +21,17 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     p = tsub.add_parser(
         "synth", help="generate a synthetic trace", formatter_class=Formatter,
         epilog=examples("placement trace synth --model deepseek-v3 --tokens 4096 --seed 0 --out ds.npz",
+                        "placement trace synth --model deepseek-v3 --tokens 2048 --ranks 32 --no-weights --seed 0 "
+                        "--token-seed 1 --out held-out.npz",
                         "placement trace synth --model mixtral-8x7b --tokens 10000 --affinity 0.8 --out mx.npz"),
     )
     p.add_argument("--model", help="model preset (see --list)")
     p.add_argument("--list", action="store_true", help="list the model presets and exit")
     p.add_argument("--tokens", type=int, help="number of tokens")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=int, default=0, help="random seed (the model: expert popularity, layouts, and the "
+                   "tokens unless --token-seed is given)")
+    p.add_argument("--token-seed", type=int, default=None,
+                   help="seed of the tokens only: the same model as --seed, other tokens (a held-out trace)")
     p.add_argument("--skew", type=float, default=None, help="expert popularity skew (default: preset's)")
     p.add_argument("--affinity", type=float, default=None, help="inter-layer affinity in [0, 1] (default: preset's)")
     p.add_argument("--ranks", type=int, default=None, help="give tokens origin ranks 0..RANKS-1")
@@ -67,6 +72,8 @@ def _synth(args: argparse.Namespace) -> int:
             kwargs[name] = getattr(args, name)
     if args.ranks is not None:
         kwargs["num_ranks"] = args.ranks
+    if args.token_seed is not None:
+        kwargs["token_seed"] = args.token_seed
     trace = synthesize(args.model, args.tokens, **kwargs)
     save_trace(trace, args.out, format=suffix.lstrip("."))
     echo(f"wrote {args.out}: {trace.num_tokens} tokens x {trace.num_layers} layers x top-{trace.top_k}")
