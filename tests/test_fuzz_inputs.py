@@ -19,6 +19,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -26,22 +28,24 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from placement.cli import main  # noqa: E402
 
 SEEN: set[str] = set()
-FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=100, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_count(request):
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = f"test_fuzz_inputs: {len(SEEN)} distinct bad inputs refused"
-    if reporter is not None:
-        reporter.write_line(line)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    line = f"\ntest_fuzz_inputs: {len(SEEN)} distinct bad inputs refused cleanly"
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            print(line)
     else:  # pragma: no cover
         print(line)
 
@@ -81,7 +85,7 @@ def refused(argv: list[str], names: tuple[str, ...], inputs: tuple[Path, ...] = 
     lines = stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("placement: error: "), repr(stderr)
     assert any(n in lines[0] for n in names), f"none of {names} in {lines[0]!r}"
-    assert "allow_pickle" not in lines[0], lines[0]
+    assert "allow_pickle" not in lines[0] and "weights_only=False" not in lines[0], lines[0]
     if os.environ.get("FUZZ_SHOW"):  # print every message, to read them
         print(lines[0])
     for o, data in before.items():
@@ -596,3 +600,269 @@ def test_bad_options(tmp_path, good):
         except AssertionError as exc:
             failures.append(f"{cid}: {exc}")
     assert not failures, "\n".join(failures)
+
+
+# -------------------------------------------------------------------------------------------- interop
+def interop_cases(tmp: Path) -> list[tuple[str, list, tuple[str, ...]]]:
+    """(case id, ``import`` arguments before --out, names one of which the message must contain)."""
+    def f(name, data):
+        return mutated(tmp, name, data if isinstance(data, (bytes, str)) else json.dumps(data))
+
+    ok = {"phy2log": [[0, 1, 2, 3]], "num_gpus": 2}
+    cases = [
+        ("eplb-bool-id", f("e-bool.json", {**ok, "phy2log": [[0, True, 2, 3]]}), "eplb-json", ("phy2log",)),
+        ("eplb-frac-id", f("e-frac.json", {**ok, "phy2log": [[0, 1.5, 2, 3]]}), "eplb-json", ("phy2log",)),
+        ("eplb-str-id", f("e-str.json", {**ok, "phy2log": [[0, "1", 2, 3]]}), "eplb-json", ("phy2log",)),
+        ("eplb-null-id", f("e-null.json", {**ok, "phy2log": [[0, None, 2, 3]]}), "eplb-json", ("phy2log",)),
+        ("eplb-huge-id", f("e-huge.json", {**ok, "phy2log": [[0, 10**40, 2, 3]]}), "eplb-json", ("phy2log",)),
+        ("eplb-ragged", f("e-ragged.json", {**ok, "phy2log": [[0, 1], [2]]}), "eplb-json", ("phy2log",)),
+        ("eplb-gpus-bool", f("e-gb.json", {**ok, "num_gpus": True}), "eplb-json", ("num_gpus",)),
+        ("eplb-gpus-float", f("e-gf.json", {**ok, "num_gpus": 2.0}), "eplb-json", ("num_gpus",)),
+        ("eplb-dup-key", f("e-dup.json", '{"phy2log": [[0, 1]], "phy2log": [[1, 0]], "num_gpus": 1}'), "eplb-json",
+         ("phy2log",)),
+        ("eplb-not-utf8", f("e-latin.json", b'{"phy2log": [[0, 1]], "x": "\xe9"}'), "eplb-json", ("e-latin.json",)),
+        ("eplb-list", f("e-list.json", [[0, 1]]), "eplb-json", ("e-list.json",)),
+        ("eplb-pt-garbage", f("e.pt", os.urandom(100)), "eplb-pt", ("e.pt",)),
+        ("sglang-bool", f("s-bool.json", {"physical_to_logical_map": [[0, True]]}), "sglang-json",
+         ("physical_to_logical_map", "num-gpus", "num_gpus")),
+        ("sglang-empty", f("s-empty.json", {}), "sglang-json", ("s-empty.json",)),
+        ("trtllm-bomb", f("t-bomb.yaml", BOMB + "num_slots: 2\n"), "trtllm-yaml", ("max_yaml_nodes",)),
+        ("trtllm-dup", f("t-dup.yaml", "num_slots: 2\nnum_slots: 3\n"), "trtllm-yaml", ("num_slots",)),
+        ("trtllm-not-utf8", f("t-latin.yaml", b"num_slots: \xe9\n"), "trtllm-yaml", ("t-latin.yaml",)),
+        ("trtllm-bool-slot", f("t-bool.yaml", "# placement: num_gpus=2\nnum_slots: 2\ninitial_global_assignments:\n"
+                                              "  0: [0, true, 2, 3]\n"), "trtllm-yaml", ("initial_global",)),
+        ("vllm-bool", f("v-bool.json", {"moe_layer_count": 1, "layer_list": [{"layer_id": 0, "device_count": 1,
+                                        "device_list": [{"device_id": 0, "device_expert": [0, True]}]}]}),
+         "vllm-ascend", ("device_expert", "v-bool.json")),
+        ("load-object-npy", None, "expert-load", ("holds Python objects",)),
+        ("load-bool-json", f("l-bool.json", {"logical_count": [[1, True, 3]]}), "expert-load", ("logical_count",)),
+        ("load-frac-json", f("l-frac.json", {"logical_count": [[1, 2.5, 3]]}), "expert-load", ("logical_count",)),
+        ("load-random-npz", f("l-r.npz", os.urandom(80)), "expert-load", ("l-r.npz",)),
+        ("dump-random-pt", f("d.pt", os.urandom(80)), "sglang-dump", ("d.pt",)),
+        ("dump-json", f("d.json", {}), "sglang-dump", ("d.json", "extension")),
+    ]
+    out = []
+    for cid, path, fmt, names in cases:
+        if path is None:
+            path = tmp / "l-obj.npy"
+            with open(path, "wb") as fh:
+                np.save(fh, np.array([[1, "a"]], dtype=object), allow_pickle=True)
+        extra = ["--top-k", "1"] if fmt == "expert-load" else ["--num-gpus", "2"] if fmt.startswith("sglang-j") else []
+        out.append((cid, ["import", path, "--format", fmt, *extra], names))
+    (tmp / "idir.json").mkdir(exist_ok=True)
+    out.append(("directory", ["import", tmp / "idir.json", "--format", "eplb-json"], ("is a directory",)))
+    out.append(("two-inputs", ["import", tmp / "e-bool.json", tmp / "e-bool.json", "--format", "eplb-json"],
+                ("INPUT",)))
+    return out
+
+
+def test_bad_imports(tmp_path, good):
+    failures = []
+    for cid, argv, names in interop_cases(tmp_path):
+        suffix = ".npz" if argv[3] in ("expert-load", "sglang-dump") else ".json"
+        out = tmp_path / f"old{suffix}"
+        out.write_bytes((good / "old.json").read_bytes())
+        try:
+            refused([*argv, "--out", out], names, inputs=tuple(a for a in argv if isinstance(a, Path)), outputs=(out,))
+        except AssertionError as exc:
+            failures.append(f"{cid}: {exc}")
+    assert not failures, "\n".join(failures)
+
+
+# ------------------------------------------------------------------------------------ hypothesis fuzz
+def accepted_or_refused(argv: list, inputs: tuple[Path, ...] = (), outputs: tuple[Path, ...] = ()) -> None:
+    """A generated input may be valid; if it is not, it is refused cleanly (exit 2, one line, no traceback),
+    and an output that existed before stays as it was either way unless the command succeeded."""
+    before = {o: o.read_bytes() for o in outputs if o.is_file()}
+    rc, _, stderr = cli(argv)
+    assert rc in (0, 2), f"exit {rc} for {argv}: {stderr}"
+    if rc == 2:
+        SEEN.add(_fingerprint(argv, list(inputs)))
+        lines = stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("placement: error: "), repr(stderr)
+        assert "Traceback" not in stderr and "allow_pickle" not in stderr
+        for o, data in before.items():
+            assert o.read_bytes() == data, f"{o} changed"
+
+
+_SCALARS = st.one_of(st.integers(min_value=-3, max_value=10), st.integers(), st.floats(allow_nan=True),
+                     st.booleans(), st.none(), st.text(max_size=5), st.lists(st.integers(0, 9), max_size=3))
+
+
+@FUZZ
+@given(fields=st.dictionaries(st.sampled_from(["name", "num_layers", "num_experts", "top_k", "num_groups",
+                                               "topk_groups", "num_shared_experts", "first_moe_layer", "hidden_size",
+                                               "weight_dtype", "colour"]), _SCALARS, max_size=6))
+def test_fuzz_npz_model(tmp_path, fields):
+    """Random model specs in a native trace archive."""
+    model = {"num_layers": 2, "num_experts": 8, "top_k": 2, **fields}
+    try:
+        text = json.dumps(model)
+    except ValueError:
+        return
+    p = npz(tmp_path, "m.npz", **{**HEADER, "model": np.array(text)}, experts=EX)
+    accepted_or_refused(["trace", "info", p], inputs=(p,))
+
+
+@FUZZ
+@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=6),
+       cut=st.one_of(st.none(), st.floats(0, 1)))
+def test_fuzz_npz_bytes(tmp_path, good, flips, cut):
+    """Byte flips and truncations of a valid native trace."""
+    data = bytearray((good / "t.npz").read_bytes())
+    for where, byte in flips:
+        data[int(where * len(data))] = byte
+    if cut is not None:
+        data = data[: int(cut * len(data))]
+    p = mutated(tmp_path, "f.npz", bytes(data))
+    out = tmp_path / "o.json"
+    out.write_bytes(b'{"old": true}')
+    accepted_or_refused(["trace", "info", p], inputs=(p,))
+
+
+@FUZZ
+@given(rows=st.lists(st.lists(st.one_of(st.integers(-2, 9), st.integers(), st.floats(), st.text(max_size=3),
+                                        st.just("")), min_size=4, max_size=6), min_size=1, max_size=6),
+       extra=st.sampled_from(["", ",weight", ",origin", ",weight,origin"]))
+def test_fuzz_csv(tmp_path, rows, extra):
+    """Random long-format CSV rows (numbers, huge numbers, text, blanks)."""
+    head = "token,layer,rank_in_topk,expert" + extra
+    text = head + "\n" + "\n".join(",".join(str(v).replace(",", ";").replace("\n", " ") for v in r) for r in rows)
+    p = mutated(tmp_path, "f.csv", text + "\n")
+    accepted_or_refused(["trace", "info", p], inputs=(p,))
+
+
+@FUZZ
+@given(num_experts=_SCALARS, slots=st.recursive(_SCALARS, lambda c: st.lists(c, max_size=4), max_leaves=12),
+       extra=st.dictionaries(st.sampled_from(["num_layers", "num_gpus", "slots_per_gpu", "metadata", "routing"]),
+                             _SCALARS, max_size=2))
+def test_fuzz_placement(tmp_path, good, num_experts, slots, extra):
+    """Random placement documents through export (which must not touch its old output when refusing)."""
+    doc = {"schema": "placement/1", "num_experts": num_experts, "slots": slots, **extra}
+    try:
+        text = json.dumps(doc, allow_nan=True)
+    except ValueError:
+        return
+    p = mutated(tmp_path, "f.json", text)
+    out = tmp_path / "o.json"
+    out.write_bytes(b'{"old": true}')
+    accepted_or_refused(["export", "--placement", p, "--format", "eplb-json", "--out", out], inputs=(p,),
+                        outputs=(out,))
+
+
+_YAML_VALUES = st.one_of(_SCALARS, st.sampled_from(["gpu", "GPU", "nic", "Gpu", "s0", "a", "b", "sw", "*x", "&x a"]))
+
+
+@FUZZ
+@given(nodes=st.lists(st.dictionaries(st.sampled_from(["id", "kind", "server", "rack", "zone"]), _YAML_VALUES,
+                                      max_size=4), max_size=4),
+       links=st.lists(st.dictionaries(st.sampled_from(["a", "b", "tier", "bandwidth_GBps", "latency_us"]),
+                                      _YAML_VALUES, max_size=5), max_size=4))
+def test_fuzz_topology(tmp_path, nodes, links):
+    """Random topology YAML documents (written with json.dumps, which YAML reads, or as raw flow text)."""
+    try:
+        text = "nodes: " + json.dumps(nodes) + "\nlinks: " + json.dumps(links) + "\n"
+    except ValueError:
+        return
+    p = mutated(tmp_path, "f.yaml", text)
+    accepted_or_refused(["topology", "show", p], inputs=(p,))
+
+
+_METHOD_OPTIONS = sorted({(m, o.name) for m, meth in __import__("placement").METHODS.items() for o in meth.options})
+
+
+@FUZZ
+@given(pick=st.sampled_from(_METHOD_OPTIONS),
+       value=st.one_of(st.sampled_from(["-1", "-2", "0", "1", "2.5", "nan", "inf", "-inf", "true", "", "x", "1e3",
+                                        "highs", "milp", "9" * 30]), st.text(max_size=4)))
+def test_fuzz_options(tmp_path, good, pick, value):
+    """Every option of every method with odd values: checked before any file is read (so no solve runs)."""
+    method, name = pick
+    argv = ["solve", "--trace", tmp_path / "missing.npz", "--topology", "fat-tree:2x2", "--method", method,
+            "--option", f"{name}={value}"]
+    rc, _, stderr = cli(argv)
+    # a bad option is refused naming it; a good one reaches the (missing) trace, which is refused naming the file
+    assert rc == 2 and len(stderr.splitlines()) == 1 and "Traceback" not in stderr, stderr
+    assert name in stderr or "missing.npz" in stderr, stderr
+    if "missing.npz" not in stderr:
+        SEEN.add(_fingerprint(argv, []))
+
+
+# ---------------------------------------------------------------------- real exit status, permissions
+SCRIPT = shutil.which("placement")
+
+
+def _run(*args) -> subprocess.CompletedProcess:
+    cmd = [SCRIPT, *map(str, args)] if SCRIPT else [sys.executable, "-m", "placement", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("case", ["npz-corrupt", "yaml-bomb", "placement-bool", "option-negative", "empty-topology"])
+def test_real_exit_status(tmp_path, good, case):
+    """The installed script exits 2 with one line for a few of the cases above (not just main()'s return)."""
+    raw = bytearray((good / "t.npz").read_bytes())
+    raw[len(raw) // 3: len(raw) // 3 + 40] = bytes(40)
+    argv = {
+        "npz-corrupt": ["trace", "info", mutated(tmp_path, "c.npz", bytes(raw))],
+        "yaml-bomb": ["topology", "show", mutated(tmp_path, "b.yaml", BOMB + NODES + LINKS)],
+        "placement-bool": ["export", "--placement", mutated(tmp_path, "p.json", json.dumps(
+            {"schema": "placement/1", "num_experts": 2, "slots": [[[0, True]]]})), "--format", "eplb-json",
+            "--out", tmp_path / "o.json"],
+        "option-negative": ["solve", "--trace", good / "t.npz", "--topology", "fat-tree:2x2", "--method", "eplb",
+                            "--option", "redundant=-5", "--out", tmp_path / "o.json"],
+        "empty-topology": ["solve", "--trace", good / "t.npz", "--topology", ""],
+    }[case]
+    r = _run(*argv)
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+    assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o.json").exists()
+    SEEN.add(_fingerprint(["subprocess", *argv], []))
+
+
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@pytest.mark.skipif(ROOT, reason="running as root: chmod 000 does not stop root from reading or writing")
+def test_unreadable_input_and_unwritable_output(tmp_path, good):
+    """As an unprivileged user: an unreadable trace and an unwritable --out folder fail before any solve."""
+    t = tmp_path / "t.npz"
+    shutil.copy(good / "t.npz", t)
+    t.chmod(0)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        refused(["solve", "--trace", t, "--topology", "fat-tree:2x2"], ("permission denied",))
+        refused(["solve", "--trace", good / "t.npz", "--topology", "fat-tree:2x2", "--method", "transmission",
+                 "--out", locked / "p.json"], ("not writable",))
+    finally:
+        t.chmod(0o644)
+        locked.chmod(0o755)
+
+
+def test_unreadable_and_unwritable_code_paths(tmp_path, good, monkeypatch):
+    """The same two checks without relying on permissions (which root ignores): the open and the temporary file
+    are made to fail, and the refusal comes before the trace is even loaded."""
+    import placement.trace.io as trace_io
+
+    loaded = []
+    monkeypatch.setattr(trace_io, "load_trace", lambda *a, **k: loaded.append(a))
+    real_open = Path.open
+
+    def deny(self, *args, **kwargs):
+        if self.name == "t.npz":
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", deny)
+    refused(["solve", "--trace", good / "t.npz", "--topology", "fat-tree:2x2"], ("permission denied",))
+    monkeypatch.setattr(Path, "open", real_open)
+    import tempfile
+
+    def no_temp(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_temp)
+    refused(["solve", "--trace", good / "t.npz", "--topology", "fat-tree:2x2", "--out", tmp_path / "p.json"],
+            ("not writable",))
+    assert loaded == []

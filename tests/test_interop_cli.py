@@ -51,7 +51,8 @@ def test_export_bad_input_exits_2_without_a_file(tmp_path, files):
     out = tmp_path / "loc.json"
     r = run("export", "--placement", str(files / "holes.json"), "--format", "sglang-json", "--out", str(out))
     assert r.returncode == 2 and r.stdout == ""
-    assert f"{out}: field 'slots':" in r.stderr and "empty slot" in r.stderr
+    # the refusal names the placement that holds the empty slot, not the output file
+    assert f"{files / 'holes.json'}: field 'slots':" in r.stderr and "empty slot" in r.stderr
     r = run("export", "--placement", str(files / "p.json"), "--format", "eplb-pt",
             "--out", str(tmp_path / "x.json"))
     assert r.returncode == 2 and "unsupported extension '.json'" in r.stderr

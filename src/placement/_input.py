@@ -251,8 +251,8 @@ def int_array(value: Any, source: str | None, field: str, *, lo: int, hi: int, s
                               f"{type(value).__name__}", source, field)
         for leaf in _leaves(value):
             if isinstance(leaf, bool) or not isinstance(leaf, int):
-                raise input_error(f"must hold integers only, found {describe(leaf)} ({type(leaf).__name__})",
-                                  source, field)
+                raise input_error(f"must hold integers (whole numbers) only, found {describe(leaf)} "
+                                  f"({type(leaf).__name__})", source, field)
             if not lo <= leaf <= hi:
                 raise input_error(f"value {leaf} is outside [{lo}, {hi}]", source, field)
         try:

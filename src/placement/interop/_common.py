@@ -54,10 +54,9 @@ def require_torch(source: str | None, what: str = "reading or writing .pt files"
 
 
 def _check_file(path: Path, src: str) -> None:
-    if not path.exists():
-        raise input_error("file not found; check the path", src)
-    if path.is_dir():
-        raise input_error("is a directory, not a file", src)
+    from .._input import input_path
+
+    input_path(path, src)
 
 
 def read_mapping(path: str | os.PathLike[str], suffixes: tuple[str, ...] | None = None) -> Any:
@@ -76,12 +75,17 @@ def read_mapping(path: str | os.PathLike[str], suffixes: tuple[str, ...] | None 
         if suffix == ".pt":
             torch = require_torch(src)
             return torch.load(p, map_location="cpu", weights_only=True)
-        if suffix == ".json":
-            return json.loads(p.read_text(encoding="utf-8"))
-        if suffix in (".yaml", ".yml"):
-            import yaml
+        if suffix in (".json", ".yaml", ".yml"):
+            from .._input import load_text_mapping
 
-            return yaml.safe_load(p.read_text(encoding="utf-8"))
+            return load_text_mapping(p, src)
+        if suffix in (".npy", ".npz"):
+            with p.open("rb") as fh:
+                magic = fh.read(6)
+            want = b"\x93NUMPY" if suffix == ".npy" else b"PK"
+            if not magic.startswith(want):
+                what = "a numpy .npy array" if suffix == ".npy" else "a numpy .npz archive (a zip file)"
+                raise input_error(f"is not {what}: it does not start like one", src)
         if suffix == ".npy":
             return np.load(p, allow_pickle=False)
         if suffix == ".npz":
@@ -89,12 +93,15 @@ def read_mapping(path: str | os.PathLike[str], suffixes: tuple[str, ...] | None 
                 return {name: data[name] for name in data.files}
     except PlacementInputError:
         raise
-    except json.JSONDecodeError as exc:
-        raise input_error(f"invalid JSON at line {exc.lineno}: {exc.msg}", src) from exc
-    except UnicodeDecodeError as exc:
-        raise input_error(f"not a text file ({exc.reason})", src) from exc
-    except Exception as exc:  # torch's UnpicklingError/RuntimeError, yaml errors, zip errors, ValueError
-        raise input_error(f"cannot read as a {suffix} file ({type(exc).__name__}: {exc})", src) from exc
+    except Exception as exc:  # torch's UnpicklingError/RuntimeError, zip errors, ValueError, MemoryError
+        if suffix == ".pt":  # torch's message advises weights_only=False, which placement never does
+            raise input_error(f"cannot read as a .pt file ({type(exc).__name__}); placement reads .pt files with "
+                              "torch.load(weights_only=True): tensors, dicts and lists only", src) from None
+        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+            raise input_error("holds Python objects (pickled data), which are never loaded; store plain numeric "
+                              "arrays", src) from None
+        raise input_error(f"cannot read as a {suffix} file ({type(exc).__name__}: {' '.join(str(exc).split())})",
+                          src) from None
     raise input_error(f"unsupported extension '{p.suffix}'; use .pt, .json, .yaml, .npy or .npz", src)
 
 
@@ -113,6 +120,10 @@ def as_int_array(
         if str(getattr(value, "dtype", "")) in ("torch.bfloat16", "torch.float16"):
             value = value.float()
         value = value.numpy()
+    if isinstance(value, (list, tuple)):  # from JSON/YAML: every leaf an integer (no bools, floats or text)
+        from .._input import int_array
+
+        value = int_array(list(value), source, field, lo=-(2 ** 62), hi=2 ** 62, shape_doc=shape_doc)
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError) as exc:
@@ -396,15 +407,19 @@ def resolve_layout(
 
 
 def require_full(placement: Placement, fmt: str, source: str | None) -> None:
-    """Serving stacks that address physical slots need every slot filled: refuse ``-1``."""
+    """Serving stacks that address physical slots need every slot filled: refuse ``-1``.
+
+    The error names the placement (its file when it was read from one), not the output ``source``."""
     empty = np.argwhere(placement.slots < 0)
     if empty.size:
         layer, gpu, slot = (int(v) for v in empty[0])
+        named = placement.source if placement.source != "<memory>" else None
+        target = f" (so {source} is not written)" if source and named else ""
         raise input_error(
             f"{len(empty)} empty slot(s) (-1), first at layer {layer}, GPU {gpu}, slot {slot}; "
-            f"{fmt} needs every physical slot to hold an expert. Give every GPU the same number "
+            f"{fmt} needs every physical slot to hold an expert{target}. Give every GPU the same number "
             "of experts (e.g. solve with more replicas), or export to eplb-json (no serving stack reads it)",
-            source,
+            named or source,
             "slots",
         )
 

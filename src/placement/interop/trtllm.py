@@ -116,17 +116,11 @@ def read_trtllm(
 
     The placement's layers are the keys of ``initial_global_assignments`` in increasing order.
     """
-    src = str(path)
-    p = Path(path)
-    if not p.is_file():
-        raise input_error("file not found; check the path", src)
-    import yaml
+    from .._input import parse_yaml, read_text
 
-    text = p.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise input_error(f"invalid YAML ({exc})", src) from exc
+    src = str(path)
+    text = read_text(path, src)
+    data = parse_yaml(text, src)
     if not isinstance(data, dict):
         raise input_error("must hold a mapping with 'num_slots' and 'initial_global_assignments'", src)
     header = _header(text, src)
