@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .evaluate import Metrics, evaluate
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from .placement import Placement
+    from .progress import Report
     from .topology import Topology
     from .trace import ModelSpec
 
@@ -84,10 +85,15 @@ def as_stats(trace: Trace | TraceStats) -> TraceStats:
     return TraceStats(trace)
 
 
-def solve(trace: Trace | TraceStats, topology: Topology | str, method: str = "contiguous",
-          **options: Any) -> Solution:
-    """Place the experts of ``trace``'s model on ``topology`` with ``method`` (see :data:`placement.METHODS`)."""
-    return run_method(method, as_stats(trace), as_topology(topology), **options)
+def solve(trace: Trace | TraceStats, topology: Topology | str, method: str = "contiguous", *,
+          progress: Callable[[Report], Any] | None = None, **options: Any) -> Solution:
+    """Place the experts of ``trace``'s model on ``topology`` with ``method`` (see :data:`placement.METHODS`).
+
+    ``progress``, when given, is called about once a second during a long solve with a
+    :class:`~placement.progress.Report` (incumbent, bound and gap in the method's units, and the
+    stage or layer it is on); :func:`placement.progress.print_report` prints them as the CLI does.
+    """
+    return run_method(method, as_stats(trace), as_topology(topology), progress=progress, **options)
 
 
 def metrics_table(metrics: Mapping[str, Metrics], reference: str | None = None, *,
@@ -125,7 +131,7 @@ def compare(trace: Trace | TraceStats, topology: Topology | str,
             reference: str | os.PathLike[str] | None = "contiguous", test_trace: Trace | None = None,
             dispatch: str = "origin", dedup: bool = False, origins: str = "auto", hidden_size: int | None = None,
             dtype: str = "bf16", options: Mapping[str, Mapping[str, Any]] | None = None,
-            **serving: Any) -> pd.DataFrame:
+            progress: Callable[[Report], Any] | None = None, **serving: Any) -> pd.DataFrame:
     """Solve with every method (or take given placements) and tabulate the evaluator's metrics.
 
     ``methods`` holds registry names, names with inline options such as
@@ -140,6 +146,7 @@ def compare(trace: Trace | TraceStats, topology: Topology | str,
     ``replica_GB``) and, for solved methods, ``solve_s``, ``termination`` and ``gap``.  With
     ``test_trace`` (a held-out trace of the same model) the placements, fitted to ``trace``, are also
     evaluated on it: the ``test_*`` columns are out-of-sample.  :func:`verdict` reads the table.
+    ``progress`` receives every method's progress reports (see :func:`solve`).
     """
     stats = as_stats(trace)
     topo = as_topology(topology)
@@ -169,7 +176,8 @@ def compare(trace: Trace | TraceStats, topology: Topology | str,
     for name, what in entries:
         if isinstance(what, str):
             method, inline = parse_method_spec(what)
-            sol = run_method(method, stats, topo, **{**dict(options.get(method, {})), **inline})
+            sol = run_method(method, stats, topo, progress=progress,
+                             **{**dict(options.get(method, {})), **inline})
             placements[name] = sol.placement
             solved[name] = {"solve_s": sol.wall_time, "termination": sol.termination.value, "gap": sol.gap}
         else:

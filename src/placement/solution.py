@@ -14,10 +14,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .milp._result import SolveResult, Termination, relative_gap
+from .milp._result import Limit, SolveResult, Termination, relative_gap
 from .placement import Placement
 
-__all__ = ["Solution", "Termination", "make_solution", "solution_from_result"]
+__all__ = ["Limit", "Solution", "Termination", "make_solution", "solution_from_result"]
 
 #: Bounds within this relative distance above the objective are rounding (solver tolerances,
 #: unit scaling) and are clipped to the objective; a larger excess is a bug and is kept visible.
@@ -45,6 +45,10 @@ class Solution:
         Seconds the method took (statistics excluded when they were precomputed).
     info:
         Method-specific details (backend, limit hit, model size...).
+    limit:
+        :class:`~placement.milp.Limit` that cut the method short: ``TIME`` (its ``time_limit``),
+        ``INTERRUPTED`` (Ctrl-C: the answer is the best found so far, with its bound), or
+        ``NONE`` when it ran to completion.
     """
 
     placement: Placement
@@ -55,15 +59,19 @@ class Solution:
     gap: float | None = None
     wall_time: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    limit: Limit = Limit.NONE
 
     def __post_init__(self) -> None:
         if not isinstance(self.termination, Termination):
             raise TypeError(f"Solution.termination must be a Termination, got {self.termination!r}")
+        if not isinstance(self.limit, Limit):
+            object.__setattr__(self, "limit", Limit(self.limit))
 
     def summary(self) -> dict[str, Any]:
         """Scalar fields for reports: method, termination, objective, bound, gap, time and scalar info."""
-        out = {"method": self.method, "termination": self.termination.value, "objective": self.objective,
-               "bound": self.bound, "gap": self.gap, "wall_time_s": round(self.wall_time, 4)}
+        out = {"method": self.method, "termination": self.termination.value, "limit": self.limit.value,
+               "objective": self.objective, "bound": self.bound, "gap": self.gap,
+               "wall_time_s": round(self.wall_time, 4)}
         out.update({k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool)) or v is None})
         return out
 
@@ -74,7 +82,7 @@ def _finite(value: float | None) -> float | None:
 
 def make_solution(placement: Placement, method: str, *, termination: Termination,
                   objective: float | None = None, bound: float | None = None, wall_time: float = 0.0,
-                  info: dict[str, Any] | None = None) -> Solution:
+                  info: dict[str, Any] | None = None, limit: Limit | str = Limit.NONE) -> Solution:
     """The :class:`Solution` of ``placement`` with its objective and bound, gap computed here.
 
     A bound above the objective (for minimisation) by at most :data:`BOUND_ROUNDING` relative is
@@ -100,7 +108,7 @@ def make_solution(placement: Placement, method: str, *, termination: Termination
         if gap is not None and gap <= 1e-12:
             bnd, gap = obj, 0.0
     return Solution(placement=placement, method=method, termination=termination, objective=obj, bound=bnd,
-                    gap=gap, wall_time=float(wall_time), info=dict(info or {}))
+                    gap=gap, wall_time=float(wall_time), info=dict(info or {}), limit=Limit(limit))
 
 
 def solution_from_result(result: SolveResult, placement: Placement, method: str, *, unit: float = 1.0,
@@ -119,4 +127,4 @@ def solution_from_result(result: SolveResult, placement: Placement, method: str,
     obj = float(result.objective) * unit if objective is None else objective
     return make_solution(placement, method, termination=result.termination, objective=obj,
                          bound=float(result.bound) * unit, wall_time=result.wall_time if wall_time is None
-                         else wall_time, info=details)
+                         else wall_time, info=details, limit=result.limit)

@@ -6,13 +6,18 @@ calling thread stays able to
 * receive Ctrl-C (``KeyboardInterrupt`` is only delivered to Python's main thread, between
   bytecodes) and turn it into the solver's own interrupt, after which the solve returns the
   best solution found so far with ``limit = interrupted``;
-* print the progress line and call ``SolveParams.progress`` at most once per second.
+* print the progress line at most once per second and call ``SolveParams.progress`` at most once
+  per ``SolveParams.progress_period``;
+* stop a solver that runs past ``SolveParams.deadline`` (its own time limit is capped at what is
+  left when the solve starts, but model transfer and some solver phases do not watch the clock):
+  it is interrupted like on Ctrl-C and the result reports ``limit = time``.
 
 Solver callbacks (which run on solver threads) only store numbers in a :class:`SolveMonitor`.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import difflib
 import math
@@ -29,7 +34,8 @@ from ..errors import PlacementInputError, input_error
 from ..milp._model import MilpModel
 from ..milp._result import Limit, Progress, SolveParams, SolveResult, Termination, relative_gap
 
-__all__ = ["Backend", "BackendUnavailableError", "ModelNotSupportedError", "SolveMonitor", "ortools_version"]
+__all__ = ["Backend", "BackendUnavailableError", "ModelNotSupportedError", "SolveMonitor", "SolverAbandoned",
+           "ortools_version"]
 
 
 def ortools_version() -> str | None:
@@ -46,6 +52,13 @@ T = TypeVar("T")
 PROGRESS_PERIOD = 1.0
 #: Seconds the waiting thread sleeps between checks of the worker.
 _POLL = 0.05
+#: Seconds past ``SolveParams.deadline`` a solver may run (its own time limit usually fires first)
+#: before the waiting thread interrupts it.
+DEADLINE_GRACE = 0.02
+#: Seconds a solver may take to return after it was interrupted for the deadline (resp. by Ctrl-C)
+#: before the waiting thread abandons it (:class:`SolverAbandoned`).
+ABANDON_AFTER = 0.1
+ABANDON_AFTER_CTRL_C = 1.0
 
 
 class BackendUnavailableError(RuntimeError):
@@ -78,11 +91,16 @@ class SolveMonitor:
         self._incumbent = math.nan
         self._bound = -math.inf * self._sign
         self.start = time.perf_counter()
-        self._next = self.start + PROGRESS_PERIOD
+        self._next_line = self.start + PROGRESS_PERIOD
+        self._next_call = self.start + params.progress_period
         self.active = bool(params.verbose or params.progress is not None)
-        #: Set by the waiting thread on Ctrl-C; solver callbacks poll it.
+        #: Set by the waiting thread on Ctrl-C or past the deadline; solver callbacks poll it.
         self.stop = threading.Event()
         self.interrupted = False
+        #: ``time.perf_counter()`` value past which the solver is interrupted (``SolveParams.deadline``).
+        self.deadline = math.inf if params.deadline is None else params.deadline
+        #: True once the waiting thread interrupted the solver for the deadline.
+        self.timed_out = False
 
     def elapsed(self) -> float:
         """Seconds since the monitor was created."""
@@ -107,14 +125,39 @@ class SolveMonitor:
         if not self.active:
             return
         now = time.perf_counter()
-        if now < self._next:
+        line = self._params.verbose and now >= self._next_line
+        call = self._params.progress is not None and now >= self._next_call
+        if not (line or call):
             return
-        self._next = now + PROGRESS_PERIOD
         snap = self.snapshot()
-        if self._params.verbose:
+        if line:
+            self._next_line = now + PROGRESS_PERIOD
             print(snap.line(self.backend), file=sys.stderr, flush=True)
-        if self._params.progress is not None:
-            self._params.progress(snap)
+        if call:
+            self._next_call = now + self._params.progress_period
+            self._params.progress(snap)  # type: ignore[misc]
+
+    def past_deadline(self) -> bool:
+        """True (and :attr:`timed_out` set) once the solve runs past its deadline plus the grace."""
+        if not self.timed_out and time.perf_counter() > self.deadline + DEADLINE_GRACE:
+            self.timed_out = True
+        return self.timed_out
+
+
+#: Worker threads whose solver was abandoned and may still run; joined at exit, since a native
+#: solver still running while the interpreter shuts down aborts the process.
+_ABANDONED: set[threading.Thread] = set()
+
+
+@atexit.register
+def _join_abandoned() -> None:
+    for worker in list(_ABANDONED):
+        worker.join(timeout=120.0)
+
+
+class SolverAbandoned(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The solver did not stop within :data:`ABANDON_AFTER` seconds of an interrupt (deadline or
+    Ctrl-C); its worker thread was left to finish in the background (:func:`run_interruptible`)."""
 
 
 def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None] | None,
@@ -125,7 +168,11 @@ def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None] | Non
     arrives before the solver is ready to receive it is not lost. A second Ctrl-C, or the first
     one when ``interrupt`` is ``None`` (the solver cannot be interrupted), re-raises
     ``KeyboardInterrupt`` at once and abandons the worker (a daemon thread that runs on until its
-    solver stops). Exceptions raised by ``work`` are re-raised here.
+    solver stops). Past ``monitor.deadline`` (plus :data:`DEADLINE_GRACE`) the solver is
+    interrupted the same way. A solver that has not returned :data:`ABANDON_AFTER` seconds after
+    it was interrupted (some phases, such as HiGHS's presolve of a large model, watch neither the
+    clock nor the interrupt) is abandoned: :class:`SolverAbandoned` is raised and the daemon
+    worker finishes on its own. Exceptions raised by ``work`` are re-raised here.
     """
     box: dict[str, Any] = {}
     done = threading.Event()
@@ -140,12 +187,24 @@ def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None] | Non
 
     worker = threading.Thread(target=target, name=f"placement-{monitor.backend}", daemon=True)
     worker.start()
+    stopped_at = math.inf  # when the first interrupt was sent
     while True:
         try:
-            if done.wait(_POLL):
+            wake = monitor.deadline + DEADLINE_GRACE - time.perf_counter()  # wake at the deadline, not after it
+            if done.wait(min(_POLL, wake) if wake > 0.001 else _POLL):
                 break
-            if monitor.interrupted and interrupt is not None:
-                interrupt()
+            now = time.perf_counter()
+            if monitor.interrupted or monitor.past_deadline():
+                stopped_at = min(stopped_at, now)
+                monitor.stop.set()
+                if interrupt is not None:
+                    interrupt()
+                patience = ABANDON_AFTER if monitor.timed_out and not monitor.interrupted else ABANDON_AFTER_CTRL_C
+                if now - stopped_at > patience:
+                    _ABANDONED.difference_update([t for t in _ABANDONED if not t.is_alive()])
+                    _ABANDONED.add(worker)
+                    raise SolverAbandoned(f"{monitor.backend} did not stop within {patience:g} s of the "
+                                          f"{'interrupt' if monitor.interrupted else 'deadline'}")
             monitor.tick()
         except KeyboardInterrupt:
             if interrupt is None or monitor.interrupted:
@@ -153,6 +212,7 @@ def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None] | Non
                 raise
             monitor.interrupted = True
             monitor.stop.set()
+            stopped_at = time.perf_counter()
             interrupt()
     worker.join()
     if "error" in box:
@@ -306,15 +366,34 @@ class Backend(ABC):
             raise input_error(f"has {params.warm_start.shape[0]} values but the model has {model.num_vars} "
                               f"columns", source="SolveParams", field="warm_start")
         self.check_model(model)
+        if params.deadline is not None:  # the solver's own limit: what is left of the shared deadline
+            left = max(params.deadline - time.perf_counter(), 1e-3)
+            params = dataclasses.replace(params, time_limit=left if params.time_limit is None
+                                         else min(params.time_limit, left))
         ignored = [f for f, flag in _PARAM_CAPABILITIES if getattr(params, f) is not None and not getattr(self, flag)]
         if ignored:
             params = dataclasses.replace(params, **dict.fromkeys(ignored))
         monitor = SolveMonitor(self.name, params, model.sense)
-        result = self._solve(model, params, monitor)
+        try:
+            result = self._solve(model, params, monitor)
+        except SolverAbandoned as exc:
+            result = self._abandoned(model, params, monitor, str(exc))
         if not ignored:
             return result
         notes = [f"SolveParams.{f} ignored: backend {self.name!r} cannot apply it" for f in ignored]
         return dataclasses.replace(result, message="; ".join(x for x in [result.message, *notes] if x))
+
+    def _abandoned(self, model: MilpModel, params: SolveParams, monitor: SolveMonitor, why: str) -> SolveResult:
+        """The result of a solve abandoned at its deadline or on Ctrl-C: the warm start when it is
+        feasible (the best point known), else no solution; no bound."""
+        ws = params.warm_start
+        feasible = ws is not None and model.max_violation(ws) <= 1e-6
+        return self._result(model, monitor, termination=None, limit=Limit.OTHER,
+                            solution=ws if feasible else None,
+                            objective=model.objective_value(ws) if feasible else None, bound=math.nan,
+                            nodes=None, raw_status="abandoned",
+                            message=f"{why}; it was left to finish in the background and its answer dropped"
+                                    + ("; the warm start is returned" if feasible else ""))
 
     @abstractmethod
     def _solve(self, model: MilpModel, params: SolveParams, monitor: SolveMonitor) -> SolveResult:
@@ -322,6 +401,15 @@ class Backend(ABC):
 
         ``params`` holds only fields this backend supports (the others are ``None``).
         """
+
+    @staticmethod
+    def _time_limit(params: SolveParams, monitor: SolveMonitor) -> float | None:
+        """The solver's time limit when it starts: ``params.time_limit`` capped at what is left of
+        ``params.deadline`` now (call it after the model transfer, right before the solve)."""
+        if math.isinf(monitor.deadline):
+            return params.time_limit
+        left = max(monitor.deadline - time.perf_counter(), 1e-3)
+        return left if params.time_limit is None else min(params.time_limit, left)
 
     def _run(self, work: Callable[[], T], interrupt: Callable[[], None] | None, monitor: SolveMonitor) -> T:
         """:func:`run_interruptible`, with ``interrupt`` dropped unless ``supports_interrupt``."""
@@ -348,6 +436,10 @@ class Backend(ABC):
         if monitor.interrupted and termination in (Termination.FEASIBLE, Termination.NO_SOLUTION) \
                 and limit in (Limit.NONE, Limit.OTHER):
             limit = Limit.INTERRUPTED
+        elif monitor.timed_out and not monitor.interrupted and termination in \
+                (Termination.FEASIBLE, Termination.NO_SOLUTION) and limit in (Limit.NONE, Limit.OTHER,
+                                                                                Limit.INTERRUPTED):
+            limit = Limit.TIME
         if termination in (Termination.OPTIMAL, Termination.FEASIBLE) and solution is None:
             termination, message = Termination.ERROR, (message + "; " if message else "") + \
                 "the solver reported a solution but returned no values"

@@ -195,8 +195,9 @@ class CpSatBackend(Backend):
         solver = cp_model.CpSolver()
         p = solver.parameters
         p.catch_sigint_signal = False  # Ctrl-C is handled by the waiting thread
-        if params.time_limit is not None:
-            p.max_time_in_seconds = params.time_limit
+        seconds = self._time_limit(params, monitor)  # after the translation: it counts against a deadline
+        if seconds is not None:
+            p.max_time_in_seconds = seconds
         if params.rel_gap is not None:
             p.relative_gap_limit = params.rel_gap
         if params.threads is not None:
@@ -245,7 +246,7 @@ class CpSatBackend(Backend):
             message = cp.validate() or message
         elif raw in ("FEASIBLE", "UNKNOWN"):
             termination = None
-            timed_out = params.time_limit is not None and solver.wall_time >= 0.95 * params.time_limit
+            timed_out = seconds is not None and solver.wall_time >= 0.95 * seconds
             limit = Limit.TIME if timed_out else Limit.OTHER
         else:  # fallback: keep the raw status
             termination = Termination.ERROR

@@ -121,8 +121,9 @@ class HighsBackend(Backend):
     def _solve(self, model: MilpModel, params: SolveParams, monitor: SolveMonitor) -> SolveResult:
         h = new_highs()
         load_into_highs(h, model)
-        if params.time_limit is not None:
-            _set_option(h, "time_limit", params.time_limit, self.name)
+        limit = self._time_limit(params, monitor)  # after passModel: the transfer counts against a deadline
+        if limit is not None:
+            _set_option(h, "time_limit", limit, self.name)
         if params.rel_gap is not None:
             _set_option(h, "mip_rel_gap", params.rel_gap, self.name)
         if params.threads is not None:

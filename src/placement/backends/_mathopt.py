@@ -21,6 +21,7 @@ interface neither calls MIP callbacks nor honours the solve interrupter, so Ctrl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, ClassVar
 
@@ -164,7 +165,7 @@ class _MathOptBackend(Backend):
         from pybind11_abseil.status import StatusNotOk
 
         proto = model_proto(model)
-        sp = self._params(params)
+        sp = self._params(dataclasses.replace(params, time_limit=self._time_limit(params, monitor)))
         mp = model_parameters_pb2.ModelSolveParametersProto()
         if params.warm_start is not None:
             hint = mp.solution_hints.add()

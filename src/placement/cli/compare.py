@@ -45,6 +45,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
                    help="method or placement file the ratios are taken against")
     p.add_argument("--option", action="append", metavar="METHOD.KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", help="also write the table (.csv or .json)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr during long solves")
     add_format_option(p)
     add_eval_options(p)
     return p
@@ -81,8 +82,11 @@ def run(args: argparse.Namespace) -> int:
         get_method(name).parse_options({**per_method.get(name, {}), **inline})
     trace = load_trace(args.trace)
     test = load_test_trace(args, trace)
+    from ..progress import print_report
+
     frame = compare(as_stats(trace), as_topology(args.topology), names, reference=args.reference,
-                    test_trace=test, options=per_method, **eval_kwargs(args))
+                    test_trace=test, options=per_method, progress=None if args.quiet else print_report,
+                    **eval_kwargs(args))
     ref = args.reference
     reference = Path(ref).stem if ref.lower().endswith(PLACEMENT_SUFFIXES) else ref  # a file is labelled by its stem
     out, err = render_comparison(frame, args.format, verdict(frame, reference),

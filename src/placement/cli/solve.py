@@ -51,7 +51,8 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the placement here (.json, .yaml, .yml)")
     p.add_argument("--from", dest="current", metavar="PLACEMENT",
                    help="the deployed placement, for a migration budget (layer-time: --option max_moves=B)")
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing but errors (no progress lines on stderr during long solves)")
     add_format_option(p)
     add_eval_options(p)
     return p
@@ -68,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
     method = get_method(args.method)
     given = parse_kv(args.option, "--option")
     names = {o.name for o in method.options}
-    if "verbose" in names and "verbose" not in given:
-        given["verbose"] = str(not args.quiet)  # the progress line of long solves, off with --quiet
     if args.current:
         if "current" not in names:
             from ..errors import input_error
@@ -85,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     trace = load_trace(args.trace)
     topo = as_topology(args.topology)
     stats = as_stats(trace)
-    solution = run_method(args.method, stats, topo, **given)
+    from ..progress import print_report
+
+    # progress lines (incumbent, bound, gap, layer) on stderr about once a second; none with --quiet
+    solution = run_method(args.method, stats, topo, progress=None if args.quiet else print_report, **given)
     kwargs = eval_kwargs(args)
     test = load_test_trace(args, trace)
     mine = evaluate(solution.placement, trace, topo, **kwargs)

@@ -8,14 +8,18 @@ they call :func:`solve_model`, which reaches the solver only through :mod:`place
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import PlacementInputError, SolveFailedError, input_error
 from ..milp import MilpModel, SolveParams, SolveResult, relative_gap
+from ..progress import Run
 from ..registry import Option
 
-__all__ = ["SOLVER_OPTIONS", "SolveFailedError", "solve_model", "solver_params", "assignment_from_x",
+__all__ = ["SOLVER_OPTIONS", "MIN_SOLVE_S", "SolveFailedError", "solve_model", "solver_params", "run_params",
+           "assignment_from_x",
            "experts_per_gpu_cap", "power_of_two_near", "proven_gap"]
 
 
@@ -25,22 +29,56 @@ SOLVER_OPTIONS: tuple[Option, ...] = (
     Option("time_limit", float, 60.0, "wall-clock limit of the solve in seconds (0: none)", minimum=0.0),
     Option("rel_gap", float, 1e-6, "stop at this relative gap between objective and bound", minimum=0.0),
     Option("threads", int, 0, "solver threads (0: the solver's default)", minimum=0),
-    Option("verbose", bool, False, "print a progress line (elapsed, incumbent, bound, gap) on stderr"),
+    Option("verbose", bool, False, "print a progress line (incumbent, bound and gap in the objective's units, "
+           "stage) on stderr about once a second (the CLI does unless --quiet)"),
 )
+
+#: A sub-solve is skipped when less than this many seconds are left for it.
+MIN_SOLVE_S = 0.05
 
 
 def solver_params(time_limit: float = 60.0, rel_gap: float = 1e-6, threads: int = 0, verbose: bool = False,
-                  warm_start: np.ndarray | None = None, seed: int | None = None) -> SolveParams:
-    """:class:`SolveParams` from the method options (0 means "not set")."""
+                  warm_start: np.ndarray | None = None, seed: int | None = None,
+                  deadline: float | None = None) -> SolveParams:
+    """:class:`SolveParams` from the method options (0 means "not set"; ``deadline`` is a
+    ``time.perf_counter()`` value, ``inf`` or ``None`` for none)."""
     return SolveParams(time_limit=time_limit if time_limit and time_limit > 0 else None, rel_gap=rel_gap,
-                       threads=threads or None, verbose=verbose, warm_start=warm_start, seed=seed)
+                       threads=threads or None, verbose=verbose, warm_start=warm_start, seed=seed,
+                       deadline=deadline if deadline is not None and math.isfinite(deadline) else None)
 
 
-def solve_model(model: MilpModel, backend: str, params: SolveParams) -> SolveResult:
+def run_params(run: Run, *, rel_gap: float | None, threads: int = 0, share: float = 1.0, parts: int = 1,
+               warm_start: np.ndarray | None = None, seed: int | None = None,
+               convert: Callable[[float, float], tuple[float | None, float | None]] | None = None
+               ) -> SolveParams | None:
+    """:class:`SolveParams` for one sub-solve of ``run`` (:class:`placement.progress.Run`).
+
+    Its time limit is ``run.solve_limit(share, parts)`` (``share`` of the time left, split over
+    ``parts`` solves still to come), its ``deadline`` the run's own (less the reserve kept for the
+    work after the last solve), so model transfer counts and a solver that overruns is stopped;
+    ``convert(incumbent, bound)`` maps the solver's model-unit values to the whole problem's
+    reported ``(incumbent, bound)`` for the run's progress reports (:meth:`Run.follow`).  ``None``,
+    with the run's answer marked cut short by time, when less than :data:`MIN_SOLVE_S` seconds are left or the run
+    is stopped: the caller skips the solve.
+    """
+    limit = run.solve_limit(share, parts)
+    if run.stopped or (limit is not None and limit < MIN_SOLVE_S):
+        run.time_cut = run.time_cut or not run.interrupted
+        return None
+    at = run.deadline.at - run.deadline.reserve
+    deadline = at if run.deadline.limit is not None and run.deadline.clock is time.perf_counter else None
+    follow = run.follow(convert) if convert is not None else None
+    return SolveParams(time_limit=limit, rel_gap=rel_gap, threads=threads or None, warm_start=warm_start, seed=seed,
+                       deadline=deadline, progress=follow, progress_period=0.1 if follow is not None else 1.0)
+
+
+def solve_model(model: MilpModel, backend: str, params: SolveParams, run: Run | None = None) -> SolveResult:
     """Solve ``model`` with the named backend; raise :class:`SolveFailedError` without a solution.
 
     The raised message carries the backend's termination, limit and raw status, so a failed or
-    infeasible solve is never mistaken for a placement.
+    infeasible solve is never mistaken for a placement.  With ``run`` the limit the solve stopped
+    at is noted on it (:meth:`placement.progress.Run.note`: a Ctrl-C the backend turned into an
+    interrupt stops the method's later stages), whether or not a solution came back.
     """
     from ..backends import get_backend
 
@@ -49,6 +87,8 @@ def solve_model(model: MilpModel, backend: str, params: SolveParams) -> SolveRes
     if not ok:
         raise PlacementInputError(f"backend {backend!r} is not available here: {why}", field="backend")
     result = b.solve(model, params)
+    if run is not None:
+        run.note(result.limit)
     if result.solution is None:
         raise SolveFailedError(f"{backend} found no solution: termination={result.termination}, "
                                f"limit={result.limit}, status={result.raw_status} {result.message}".strip())

@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import input_error
+from ..progress import check_cancelled
 from ._model import ColumnBlock, MilpModel, RowBlock
 
 __all__ = ["MilpBuilder"]
@@ -107,6 +108,7 @@ class MilpBuilder:
         numpy.ndarray
             ``int64 [*shape]``: the column of each element, for use in :meth:`add_rows`.
         """
+        check_cancelled()  # an abandoned build (progress.Run.bounded) stops here
         shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)  # type: ignore[arg-type]
         axes = (axes,) if isinstance(axes, str) else tuple(axes)
         if any(b.name == name for b in self._blocks):
@@ -152,6 +154,7 @@ class MilpBuilder:
         range
             The model rows of this family.
         """
+        check_cancelled()  # an abandoned build (progress.Run.bounded) stops here
         num_rows = int(num_rows)
         row = np.asarray(row, dtype=np.int64).reshape(-1)
         col = np.asarray(col, dtype=np.int64).reshape(-1)
@@ -184,6 +187,7 @@ class MilpBuilder:
         example ``x[l, e, :]`` for "expert ``e`` of layer ``l`` lives on one GPU" is
         ``x.reshape(L * E, G)``; ``coef`` broadcasts to ``cols.shape``.
         """
+        check_cancelled()  # an abandoned build (progress.Run.bounded) stops here
         cols = np.asarray(cols, dtype=np.int64)
         if cols.ndim == 0:
             raise input_error(f"family {name!r}: cols must have at least one dimension",
@@ -196,6 +200,7 @@ class MilpBuilder:
 
     def build(self, offset: float | None = None) -> MilpModel:
         """Assemble the model: one COO -> CSC conversion, then :class:`MilpModel` validation."""
+        check_cancelled()  # an abandoned build (progress.Run.bounded) stops here
         n, m = self._n, self._m
 
         def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:

@@ -132,8 +132,17 @@ class SolveParams:
     warm_start:
         ``float64 [n]``, a (preferably feasible) solution given to the solver as a start/hint.
     progress:
-        Called with a :class:`Progress` at most once per second during the solve (same times as
-        the ``verbose`` line), from the thread that called ``solve``.
+        Called with a :class:`Progress` at most once per ``progress_period`` seconds during the
+        solve, starting after the first period, from the thread that called ``solve``.
+    progress_period:
+        Seconds between two calls of ``progress`` (default 1, the ``verbose`` line's period). A
+        method that rate-limits its own reports across many sub-solves
+        (:class:`placement.progress.Run`) asks for more frequent calls.
+    deadline:
+        ``time.perf_counter()`` value by which the solve must have returned, shared by the
+        sub-solves of a multi-stage method (:class:`placement.progress.Deadline`); ``None`` for
+        none. The backend caps its solver's time limit at what is left when the solve starts and
+        interrupts a solver still running past it; such a stop reports ``limit = time``.
     options:
         Per-backend native options, ``{backend_name: {option: value}}``. Applied after the common
         fields above, so they win. Unknown option names raise ``ValueError`` naming the option
@@ -147,6 +156,8 @@ class SolveParams:
     verbose: bool = False
     warm_start: np.ndarray | None = None
     progress: Callable[[Progress], Any] | None = None
+    progress_period: float = 1.0
+    deadline: float | None = None
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -178,6 +189,15 @@ class SolveParams:
                                   source=src, field="warm_start")
             ws.setflags(write=False)
             object.__setattr__(self, "warm_start", ws)
+        for name in ("progress_period", "deadline"):
+            value = getattr(self, name)
+            if name == "deadline" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or \
+                    (name == "progress_period" and not value > 0):
+                raise input_error(f"must be a {'positive ' if name == 'progress_period' else ''}number, got "
+                                  f"{value!r}", source=src, field=name)
+            object.__setattr__(self, name, float(value))
         if self.progress is not None and not callable(self.progress):
             raise input_error("must be callable or None", source=src, field="progress")
         if not isinstance(self.options, Mapping):
