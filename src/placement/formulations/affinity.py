@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..progress import begin
 from ..registry import Method, Option, register, used_only_with
 from ..solution import Solution, make_solution
 from ._common import SOLVER_OPTIONS
@@ -52,6 +53,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["exflow_method", "exflow_bisect_method", "moetuner_method", "moetuner_joint_method"]
 
 _COST_CHOICES = ("cross", "hops", "time")
+#: Units of the progress reports (the reported objective of each cost, module docstring).
+_UNITS = {"cross": "fraction", "hops": "hops/token", "time": "s/token"}
+_TUNER_UNITS = {"cross": "tokens", "hops": "token-hops", "time": "s"}
 
 
 def _solution(res: AffinityResult, problem: AffinityProblem, method: str, topology: Topology,
@@ -62,12 +66,13 @@ def _solution(res: AffinityResult, problem: AffinityProblem, method: str, topolo
     info = dict(res.info)
     info.update(extra or {})
     wall = float(info.pop("wall_time", 0.0))
+    limit = str(info.pop("limit", "none"))
     obj = res.objective / problem.scale
     bound = None if res.bound is None else res.bound / problem.scale
     placement = Placement.from_assignment(res.assignment, topology.num_gpus,
                                           metadata={"method": method, "cost": problem.cost})
     return make_solution(placement, method, termination=res.termination, objective=obj, bound=bound,
-                         wall_time=wall, info=info)
+                         wall_time=wall, info=info, limit=limit)
 
 
 # ---------------------------------------------------------------------------------------------- ExFlow
@@ -82,10 +87,12 @@ def exflow_method(stats: TraceStats, topology: Topology, cost: str = "cross", st
     """
     from .exflow import build_problem, run_exflow
 
+    run = begin("exflow", time_limit, unit=_UNITS[cost], verbose=verbose)
+    run.update(stage="building the problem")
     problem = build_problem(stats, topology, cost)
     res = run_exflow(problem, strategy=strategy, backend=backend, time_limit=time_limit, rel_gap_target=rel_gap,
                      threads=threads, verbose=verbose, dp_states=dp_states, max_rows=max_rows,
-                     local_time=local_time, seed=seed)
+                     local_time=local_time, seed=seed, run=run)
     return _solution(res, problem, "exflow", topology)
 
 
@@ -97,9 +104,12 @@ def exflow_bisect_method(stats: TraceStats, topology: Topology, prefixes: int = 
     """
     from .exflow import build_problem, run_bisect
 
+    run = begin("exflow-bisect", time_limit, unit="fraction")
     problem = build_problem(stats, topology, "cross")
     res = run_bisect(stats, problem, prefixes=prefixes, solve_cap=solve_cap, time_limit=time_limit,
-                     backend=backend, threads=threads)
+                     backend=backend, threads=threads, run=run)
+    if run.limit != "none":
+        res.info["limit"] = run.limit
     return _solution(res, problem, "exflow-bisect", topology)
 
 
@@ -114,8 +124,9 @@ def moetuner_method(stats: TraceStats, topology: Topology, cost: str = "time", b
     """
     from .moetuner import run_sequential
 
+    run = begin("moetuner", time_limit, unit=_TUNER_UNITS[cost], verbose=verbose)
     return run_sequential(stats, topology, cost=cost, backend=backend, time_limit=time_limit, rel_gap=rel_gap,
-                          threads=threads, verbose=verbose)
+                          threads=threads, verbose=verbose, run=run)
 
 
 def moetuner_joint_method(stats: TraceStats, topology: Topology, cost: str = "time", eps: float = -1.0,
@@ -128,8 +139,9 @@ def moetuner_joint_method(stats: TraceStats, topology: Topology, cost: str = "ti
     """
     from .moetuner import run_joint
 
+    run = begin("moetuner-joint", time_limit, unit=_TUNER_UNITS[cost], verbose=verbose)
     return run_joint(stats, topology, cost=cost, eps=eps, warm=warm, backend=backend, time_limit=time_limit,
-                     rel_gap=rel_gap, threads=threads, verbose=verbose, max_columns=max_columns)
+                     rel_gap=rel_gap, threads=threads, verbose=verbose, max_columns=max_columns, run=run)
 
 
 # ---------------------------------------------------------------------------------------------- registry

@@ -46,12 +46,14 @@ Solve (per layer, each step keeps the best placement found)
        the resulting ``max_a Ld[a] + max_a Lc[a]`` (ties: the smaller sum of squared arc times).
     2. **Local search**: moves to GPUs with a free slot and pairwise swaps, accepted when they
        lower ``(objective, sum of squared arc times)`` lexicographically, until none does or the
-       search budget (three quarters of ``time_limit`` with ``solver="milp"``, all of it with
-       ``solver="heuristic"``, split over layers) runs out, or the layer is proven optimal.
+       search budget (three quarters of the time left with ``solver="milp"``, all of it with
+       ``solver="heuristic"``, split over the layers still to search) runs out, or the layer is
+       proven optimal.
     3. **Bound**: per arc, the least time any placement can give it (hottest experts on the
        GPUs whose tokens load it least: rearrangement, exact for one arc), maximised over arcs,
        per phase; with ``solver="milp"`` also the per-layer MILP above through ``backend``
-       (warm-started from the search, time limit = the rest of ``time_limit`` split over layers),
+       (warm-started from the search, time limit = the time left split over the layers not yet
+       proven; every stage shares one deadline counted from the start, model building included),
        whose incumbent replaces the search's when better and whose bound is used when larger.
        The reported bound is the sum of the per-layer bounds, each valid, and ``gap`` the
        relative gap to the objective.
@@ -72,6 +74,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +85,7 @@ from ..costs import DTYPE_BYTES, wire_for
 from ..errors import input_error
 from ..milp import MilpBuilder, MilpModel, relative_gap
 from ..placement import Placement
+from ..progress import Run, begin
 from ..registry import Method, Option, register, used_only_with
 from ..solution import Solution, Termination, make_solution
 from ._common import (
@@ -90,8 +94,8 @@ from ._common import (
     assignment_from_x,
     experts_per_gpu_cap,
     power_of_two_near,
+    run_params,
     solve_model,
-    solver_params,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -239,10 +243,12 @@ def _better(obj: np.ndarray, ss: np.ndarray, cur: float, cur_ss: float) -> np.nd
 
 
 def local_search(inst: AlltoallInstance, w: np.ndarray, assign: np.ndarray, deadline: float,
-                 max_passes: int = 50, target: float = 0.0) -> tuple[np.ndarray, int]:
+                 max_passes: int = 50, target: float = 0.0,
+                 tick: Callable[[], None] | None = None) -> tuple[np.ndarray, int]:
     """Moves and pairwise swaps until no lexicographic improvement; ``(assign, passes)``.
 
-    Stops early at ``deadline`` (``time.perf_counter()``) or once the objective is ``<= target``.
+    Stops early at ``deadline`` (``time.perf_counter()``) or once the objective is ``<= target``;
+    ``tick()`` is called once per expert visited (a progress report when one is due).
     """
     G, m = inst.num_gpus, inst.experts_per_gpu
     kd, kc = inst.dispatch_seconds, inst.combine_seconds
@@ -264,6 +270,8 @@ def local_search(inst: AlltoallInstance, w: np.ndarray, assign: np.ndarray, dead
         for e in order:
             if time.perf_counter() >= deadline or cur <= target:
                 break
+            if tick is not None:
+                tick()
             g = int(assign[e])
             # moves of e to a GPU with a free slot
             targets = np.flatnonzero((count < m) & (np.arange(G) != g))
@@ -391,15 +399,20 @@ _LP_SAFETY = 1e-7
 
 
 # ---------------------------------------------------------------------------------------------- method
-def _load_lp_bound(inst: AlltoallInstance, w: np.ndarray, backend: str, threads: int, scale: float) -> float:
-    """:func:`build_load_lp`'s optimum in seconds (0 when the LP does not finish optimal)."""
+def _load_lp_bound(inst: AlltoallInstance, w: np.ndarray, backend: str, threads: int, scale: float, run: Run,
+                   parts: int) -> float:
+    """:func:`build_load_lp`'s optimum in seconds (0 when the LP does not finish optimal or no time is left)."""
     if w.sum() <= 0 or scale <= 0:
         return 0.0
     unit = power_of_two_near(scale)
+    params = run_params(run, rel_gap=0.0, threads=threads, parts=parts)
+    if params is None:
+        return 0.0
     try:
-        res = solve_model(build_load_lp(inst, w, unit), backend, solver_params(0.0, 0.0, threads, False))
+        res = solve_model(build_load_lp(inst, w, unit), backend, params, run)
     except SolveFailedError:
         return 0.0
+    run.note(res.limit)
     if res.termination is not Termination.OPTIMAL:
         return 0.0
     return max(float(res.objective) * unit * (1 - _LP_SAFETY), 0.0)
@@ -409,71 +422,111 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
                          hidden_size: int = 0, dtype: str = "bf16", backend: str = "highs",
                          time_limit: float = 60.0, rel_gap: float = 1e-6, threads: int = 0,
                          verbose: bool = False) -> Solution:
-    """Minimise the modelled all-to-all time (see the module docstring)."""
+    """Minimise the modelled all-to-all time (see the module docstring).
+
+    Every stage shares the run's deadline (:mod:`placement.progress`) and reports the whole
+    problem's objective and bound in seconds (sums over layers).  A complete answer exists from
+    the first stage on: layers the time limit or Ctrl-C leaves without a greedy placement are
+    dealt round robin (``e mod G``, within the cap); later stages only improve layers.
+    """
+    run = begin("alltoall-time", time_limit, unit="s", verbose=verbose)
     t0 = time.perf_counter()
     if solver not in SOLVERS:
         raise input_error(f"must be one of {list(SOLVERS)}, got {solver!r}", field="solver")
     inst = build_instance(stats, topology, experts_per_gpu=experts_per_gpu, hidden_size=hidden_size, dtype=dtype)
     L, E, G = inst.num_layers, inst.num_experts, inst.num_gpus
-    budget = time_limit if time_limit > 0 else math.inf
     search_share = 0.75 if solver == "milp" else 1.0
-    assign = np.empty((L, E), dtype=np.int64)
-    bounds = np.zeros(L)
+    assign = np.broadcast_to(np.arange(E) % G, (L, E)).copy()  # round robin until greedy reaches the layer
     arc_bounds = np.zeros(L)
     lp_bounds = np.zeros(L)
-    objs = np.zeros(L)
+    greedy_layers = 0
+    # 1. greedy placement and arc bound of every layer: a complete answer and a bound, early
+    with run.interruptible():
+        for layer in range(L):
+            if run.stopped:
+                break
+            w = inst.load[layer]
+            assign[layer] = greedy(inst, w)
+            arc_bounds[layer] = arc_bound(inst, w)
+            greedy_layers = layer + 1
+            run.update(stage=f"layer {layer + 1}/{L}: greedy")
+    objs = layer_times(inst, assign)
+    bounds = np.minimum(arc_bounds, objs)
+    run.update(incumbent=float(objs.sum()), bound=float(bounds.sum()))
+    # 2. per layer: the load LP bound (milp) and local search, three quarters of the time (milp)
     passes = 0
     for layer in range(L):
+        if run.stopped:
+            break
         w = inst.load[layer]
-        a = greedy(inst, w)
-        arc_bounds[layer] = arc_bound(inst, w)
-        if solver == "milp":
-            lp_bounds[layer] = _load_lp_bound(inst, w, backend, threads, layer_time(inst, w, a))
-        bounds[layer] = max(arc_bounds[layer], lp_bounds[layer])
-        remaining = budget - (time.perf_counter() - t0)
-        deadline = time.perf_counter() + max(remaining * search_share / (L - layer), 0.0)
-        a, p = local_search(inst, w, a, deadline, target=bounds[layer] * (1 + rel_gap))
-        passes += p
-        assign[layer] = a
-    objs[:] = layer_times(inst, assign)
+        with run.interruptible():
+            if solver == "milp":
+                lp_bounds[layer] = _load_lp_bound(inst, w, backend, threads, objs[layer], run, L - layer)
+                bounds[layer] = min(max(bounds[layer], lp_bounds[layer]), objs[layer])
+            run.update(bound=float(bounds.sum()), stage=f"layer {layer + 1}/{L}: local search")
+            a, p = local_search(inst, w, assign[layer], run.deadline.until(search_share, L - layer),
+                                target=bounds[layer] * (1 + rel_gap), tick=run.tick)
+            passes += p
+            value = layer_time(inst, w, a)
+            if value < objs[layer]:
+                assign[layer] = a
+        objs[layer] = layer_time(inst, w, assign[layer])
+        run.update(incumbent=float(objs.sum()))
     info: dict[str, Any] = {"solver": solver, "experts_per_gpu": inst.experts_per_gpu, "bytes_per_token":
                             inst.bytes_per_token, "arcs_dispatch": int(inst.dispatch_arcs.size),
                             "arcs_combine": int(inst.combine_arcs.size), "latency_s": inst.latency_s,
                             "search_passes": passes, "heuristic_objective": float(objs.sum()),
-                            "arc_bound": float(arc_bounds.sum()), **inst.info}
+                            "arc_bound": float(arc_bounds.sum()), "greedy_layers": greedy_layers, **inst.info}
     termination = Termination.HEURISTIC
     if solver == "milp":
         improved = solved = 0
         limits: list[str] = []
-        termination = Termination.OPTIMAL
+        proven = objs <= bounds * (1 + rel_gap)
         info["load_lp_bound"] = float(lp_bounds.sum())
+        # 3. the per-layer MILP of every layer not yet proven, warm-started, the time left split over them
         for layer in range(L):
-            w = inst.load[layer]
-            if objs[layer] <= bounds[layer] * (1 + rel_gap) or objs[layer] <= 0:
+            if proven[layer] or objs[layer] <= 0:
+                proven[layer] = True
                 continue  # already proven optimal (within rel_gap) by the bounds
-            remaining = budget - (time.perf_counter() - t0)
-            per = remaining / (L - layer)
-            if per <= 0.05:
-                termination = Termination.FEASIBLE
-                limits.append("time")
-                continue
+            w = inst.load[layer]
             unit = power_of_two_near(float(objs[layer]))
-            model = build_layer_model(inst, w, unit)
-            start = np.zeros(model.num_vars)
-            xcols = model.block("x").indices().reshape(E, G)
-            start[xcols[np.arange(E), assign[layer]]] = 1.0
-            ld, lc = arc_times(inst, w, assign[layer])
-            start[model.block("t").indices()] = [_max(ld) / unit, _max(lc) / unit]
-            params = solver_params(per if math.isfinite(per) else 0.0, rel_gap, threads, verbose, warm_start=start)
-            try:
-                result = solve_model(model, backend, params)
-            except SolveFailedError:
-                termination = Termination.FEASIBLE
+            result, failed = None, False
+            with run.interruptible():
+                model = build_layer_model(inst, w, unit)
+                start = np.zeros(model.num_vars)
+                xcols = model.block("x").indices().reshape(E, G)
+                start[xcols[np.arange(E), assign[layer]]] = 1.0
+                ld, lc = arc_times(inst, w, assign[layer])
+                start[model.block("t").indices()] = [_max(ld) / unit, _max(lc) / unit]
+                rest_obj, rest_bnd = float(objs.sum() - objs[layer]), float(bounds.sum() - bounds[layer])
+                here_obj, here_bnd = float(objs[layer]), float(bounds[layer])
+
+                def convert(inc: float, bnd: float, rest_obj: float = rest_obj, rest_bnd: float = rest_bnd,
+                            here_obj: float = here_obj, here_bnd: float = here_bnd,
+                            unit: float = unit) -> tuple[float, float]:
+                    o = here_obj if math.isnan(inc) else min(here_obj, inc * unit)
+                    b = here_bnd if not math.isfinite(bnd) else min(max(here_bnd, bnd * unit), o)
+                    return rest_obj + o, rest_bnd + b
+
+                run.update(stage=f"layer {layer + 1}/{L}: MILP")
+                params = run_params(run, rel_gap=rel_gap, threads=threads, parts=int((~proven[layer:]).sum()),
+                                    warm_start=start, convert=convert)
+                if params is None:
+                    break
+                try:
+                    result = solve_model(model, backend, params, run)
+                except SolveFailedError:
+                    failed = True
+            if failed:
                 limits.append("no-solution")
                 continue
+            if result is None:  # out of time, or Ctrl-C while building or solving
+                break
+            run.note(result.limit)
             solved += 1
-            if result.termination is not Termination.OPTIMAL:
-                termination = Termination.FEASIBLE
+            if result.termination is Termination.OPTIMAL:
+                proven[layer] = True
+            else:
                 limits.append(str(result.limit))
             if math.isfinite(result.bound):
                 bounds[layer] = max(bounds[layer], float(result.bound) * unit)
@@ -487,8 +540,14 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
                 if value < objs[layer]:
                     objs[layer], assign[layer] = value, cand
                     improved += 1
+            bounds[layer] = min(bounds[layer], objs[layer])
+            run.update(incumbent=float(objs.sum()), bound=float(bounds.sum()))
+        if not proven.all():
+            limits.append(run.limit if run.limit != "none" else "no-solution")
+        termination = Termination.OPTIMAL if proven.all() else Termination.FEASIBLE
         info.update({"backend": backend, "milp_layers": solved, "milp_improved_layers": improved,
                      "limits": ",".join(sorted(set(limits))) or "none"})
+    objs = layer_times(inst, assign)  # the answer's objective, recomputed
     bounds = np.minimum(bounds, objs)  # a bound above the objective is rounding only
     objective = float(objs.sum())
     bound = float(bounds.sum())
@@ -498,7 +557,8 @@ def alltoall_time_method(stats: TraceStats, topology: Topology, *, solver: str =
     placement = Placement.from_assignment(assign, G, slots_per_gpu=inst.experts_per_gpu,
                                           metadata={"method": "alltoall-time"})
     return make_solution(placement, "alltoall-time", termination=termination, objective=objective, bound=bound,
-                         wall_time=time.perf_counter() - t0, info=info)
+                         wall_time=time.perf_counter() - t0, info=info,
+                         limit="none" if termination is Termination.OPTIMAL else run.limit)
 
 
 _OPTIONS: tuple[Option, ...] = (

@@ -109,6 +109,7 @@ from ..costs import Wire, pair_costs, wire_for
 from ..errors import input_error
 from ..milp import MilpBuilder, MilpModel
 from ..placement import Placement
+from ..progress import begin
 from ..registry import Method, Option, register, used_only_with
 from ..solution import Solution, Termination, make_solution
 from ._common import (
@@ -117,8 +118,8 @@ from ._common import (
     assignment_from_x,
     experts_per_gpu_cap,
     power_of_two_near,
+    run_params,
     solve_model,
-    solver_params,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -505,6 +506,7 @@ def disaggregate(instance: TransmissionInstance, assign: np.ndarray) -> np.ndarr
 def _run(variant: str, stats: TraceStats, topology: Topology, *, solver: str, origins: str, cost: str,
          experts_per_gpu: int, memory: int, shared_experts: bool, aggregate: str, backend: str,
          time_limit: float, rel_gap: float, threads: int, verbose: bool) -> Solution:
+    run = begin(variant, time_limit, unit="hops/token" if cost == "hops" else "s/byte", verbose=verbose)
     t0 = time.perf_counter()
     if solver not in SOLVERS:
         raise input_error(f"must be one of {list(SOLVERS)}, got {solver!r}", field="solver")
@@ -522,10 +524,24 @@ def _run(variant: str, stats: TraceStats, topology: Topology, *, solver: str, or
         info.update({"path": res.path, "coupling": res.coupling})
         info.update({k: v for k, v in res.info.items() if isinstance(v, (bool, int, float))})
     else:
-        model = build_model(inst, relax=solver == "lp")
+        run.update(stage=f"building the {solver} model")
+        model = run.bounded(lambda: build_model(inst, relax=solver == "lp"))
+        if model is None:
+            raise SolveFailedError(f"stopped ({run.limit}) while building the {solver} model, before any solution; "
+                                   "raise time_limit or use solver=structured")
         info.update({"backend": backend, "vars": model.num_vars, "rows": model.num_rows,
                      "model_build_s": time.perf_counter() - t0 - build_s})
-        result = solve_model(model, backend, solver_params(time_limit, rel_gap, threads, verbose))
+        unit = inst.cost_unit
+        run.update(stage=f"{solver.upper()} ({model.num_vars} columns)")
+        params = run_params(run, rel_gap=rel_gap, threads=threads,
+                            convert=lambda inc, bnd: (inc * unit, bnd * unit))
+        if params is None:
+            raise SolveFailedError(f"no time left for the {solver} solve after building the model "
+                                   f"({time.perf_counter() - t0:.3g} s of time_limit={time_limit:g}); raise "
+                                   "time_limit or use solver=structured")
+        # one solve: a first Ctrl-C stops the solver, which returns its best point (or none: an error)
+        result = solve_model(model, backend, params, run)
+        run.note(result.limit)
         x = model.block_values(result.solution, "x")
         info.update({"limit": str(result.limit), "raw_status": result.raw_status, "nodes": result.nodes,
                      "solver_s": result.wall_time, "scaling_error": result.scaling_error})
@@ -549,7 +565,8 @@ def _run(variant: str, stats: TraceStats, topology: Topology, *, solver: str, or
                                           metadata={"method": variant, "paper": "arXiv 2508.09229"})
     info["build_s"] = build_s
     return make_solution(placement, variant, termination=termination, objective=objective, bound=bound,
-                         wall_time=time.perf_counter() - t0, info=info)
+                         wall_time=time.perf_counter() - t0, info=info,
+                         limit="none" if termination is Termination.OPTIMAL else run.limit)
 
 
 def transmission_method(stats: TraceStats, topology: Topology, **options: Any) -> Solution:

@@ -25,6 +25,7 @@ Constraints
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -32,8 +33,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ...milp import MilpBuilder, MilpModel, Termination
-from .._common import SolveFailedError, solve_model, solver_params
+from ...milp import MilpBuilder, MilpModel, SolveParams, Termination
+from ...progress import Run
+from .._common import SolveFailedError, run_params, solve_model
 from .driver import AffinityResult
 from .problem import AffinityProblem, check_balanced, objective
 
@@ -41,10 +43,18 @@ __all__ = ["build_split_model", "run_bisect"]
 
 
 def run_bisect(stats: Any, problem: AffinityProblem, *, prefixes: int = 4, solve_cap: float = 60.0,
-               time_limit: float = 0.0, backend: str = "highs", threads: int = 0) -> AffinityResult:
-    """ExFlow's recursive bisection (module docstring); the result's objective is in model units."""
+               time_limit: float = 0.0, backend: str = "highs", threads: int = 0,
+               run: Run | None = None) -> AffinityResult:
+    """ExFlow's recursive bisection (module docstring); the result's objective is in model units.
+
+    ``run`` (:class:`placement.progress.Run`) holds the deadline (a run with ``time_limit`` starts
+    here without one): each solve gets at most ``solve_cap`` seconds and its share of the time
+    left; after the deadline or a Ctrl-C the splits still to come keep their first (id-order)
+    split, as when ``time_limit`` runs out.
+    """
     from ...stats import transition_counts
 
+    run = run if run is not None else Run("exflow-bisect", time_limit)
     t0 = time.perf_counter()
     L, E, G, m = problem.num_layers, problem.num_experts, problem.num_gpus, problem.experts_per_gpu
     experts = stats.trace.require_tokens("exflow-bisect")
@@ -54,10 +64,6 @@ def run_bisect(stats: Any, problem: AffinityProblem, *, prefixes: int = 4, solve
                           for n in sizes]
     solves = (G - 1) * len(sizes)
     cap = solve_cap if solve_cap > 0 else math.inf
-    deadline = math.inf
-    if time_limit and time_limit > 0:
-        cap = min(cap, time_limit / max(solves, 1))
-        deadline = t0 + time_limit
     a = np.zeros((L, E), dtype=np.int64)
     counters: dict[str, Any] = {"solves": 0, "capped": 0, "prefix_tokens": sizes, "solve_cap_s": cap}
 
@@ -72,10 +78,15 @@ def run_bisect(stats: Any, problem: AffinityProblem, *, prefixes: int = 4, solve
         side = np.zeros((L, n))
         side[:, :n1] = 1.0  # first solution: id order
         for transitions in prefix_transitions:
-            if time.perf_counter() >= deadline:  # out of time: keep the last split (ExFlow under a budget)
+            run.update(stage=f"split {counters['solves'] + 1}/{solves}")
+            params = run_params(run, rel_gap=1e-6, threads=threads, parts=max(solves - counters["solves"], 1))
+            if params is None:  # out of time or Ctrl-C: keep the last split (ExFlow under a budget)
                 counters["skipped"] = counters.get("skipped", 0) + 1
                 continue
-            side = _solve_split(transitions, sets, n1, side, cap, backend, threads, counters)
+            params = dataclasses.replace(params, time_limit=min(params.time_limit or math.inf, cap)
+                                         if math.isfinite(cap) or params.time_limit else None)
+            with run.interruptible():
+                side = _solve_split(transitions, sets, n1, side, params, backend, counters, run)
         first_half = [s[side[layer] > 0.5] for layer, s in enumerate(sets)]
         rest = [s[side[layer] < 0.5] for layer, s in enumerate(sets)]
         split(first_half, gpus[:g1])
@@ -129,8 +140,9 @@ def build_split_model(transitions: tuple[sp.csr_matrix, ...], sets: list[np.ndar
 
 
 def _solve_split(transitions: tuple[sp.csr_matrix, ...], sets: list[np.ndarray], n1: int, start: np.ndarray,
-                 cap: float, backend: str, threads: int, counters: dict[str, Any]) -> np.ndarray:
-    """One split solved from ``start`` (``float64 [L, n]``, 1 = first half); the start when it fails."""
+                 params: SolveParams, backend: str, counters: dict[str, Any], run: Run) -> np.ndarray:
+    """One split solved from ``start`` (``float64 [L, n]``, 1 = first half) with ``params`` (the warm
+    start is set here); the start when it fails."""
     L, n = start.shape
     model, (pl, pi, pj) = build_split_model(transitions, sets, n1)
     ws = np.zeros(model.num_vars)
@@ -139,13 +151,12 @@ def _solve_split(transitions: tuple[sp.csr_matrix, ...], sets: list[np.ndarray],
     ws[:L * n] = start.ravel()
     ws[L * n:] = np.abs(start[pl, pi] - start[pl + 1, pj])
     counters["solves"] += 1
-    params = solver_params(time_limit=cap if math.isfinite(cap) else 0.0, rel_gap=1e-6, threads=threads,
-                           warm_start=ws)
     try:
-        res = solve_model(model, backend, params)
+        res = solve_model(model, backend, dataclasses.replace(params, warm_start=ws), run)
     except SolveFailedError:
         counters["capped"] += 1
         return start
+    run.note(res.limit)
     if res.termination is not Termination.OPTIMAL:
         counters["capped"] += 1
     sol = np.rint(model.block_values(res.solution, "x"))

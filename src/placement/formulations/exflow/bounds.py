@@ -25,9 +25,10 @@ b-matching.  Its dual gives a bound in milliseconds (:func:`dual_bmatching`), th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,14 +37,20 @@ from ...milp import MilpBuilder, MilpModel, Termination
 from .._common import SolveFailedError, solve_model, solver_params
 from .problem import AffinityProblem
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ...progress import Run
+
 __all__ = ["boundary_bound", "build_bmatching_model", "dual_bmatching"]
 
 
-def boundary_bound(problem: AffinityProblem, backend: str, deadline: float) -> tuple[float, dict[str, Any]]:
+def boundary_bound(problem: AffinityProblem, backend: str, deadline: float,
+                   run: Run | None = None) -> tuple[float, dict[str, Any]]:
     """The decomposition bound of the module docstring, in model units, and info counters.
 
     Every boundary first gets the cheap dual bound (:func:`dual_bmatching`); exact LPs
-    (:func:`build_bmatching_model`) refine them while ``deadline`` (``time.perf_counter()``) allows.
+    (:func:`build_bmatching_model`) refine them while ``deadline`` (``time.perf_counter()``) allows
+    and, with ``run`` (:class:`placement.progress.Run`), until the run is stopped (a Ctrl-C during
+    the refinement stops it and marks the run interrupted; every partial refinement is valid).
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -60,14 +67,21 @@ def boundary_bound(problem: AffinityProblem, backend: str, deadline: float) -> t
         if b >= E:
             continue  # everything can agree: no bound from this level
         for t in problem.transitions:
-            terms.append([w, float(t.sum()), dual_bmatching(t.toarray(), b), t, b])
+            # past the deadline a boundary keeps the trivial agreement sum T (a valid, weak bound)
+            agree = dual_bmatching(t.toarray(), b) if time.perf_counter() < deadline else float(t.sum())
+            terms.append([w, float(t.sum()), agree, t, b])
+            if run is not None:
+                run.tick()
     refined = 0
-    for term in terms:
-        if time.perf_counter() >= deadline:
-            break
-        agree, exact = _bmatching(term[3], term[4], backend, deadline)
-        term[2] = min(term[2], agree)
-        refined += int(exact)
+    with run.interruptible() if run is not None else contextlib.nullcontext():
+        for term in terms:
+            if time.perf_counter() >= deadline or (run is not None and run.stopped):
+                break
+            agree, exact = _bmatching(term[3], term[4], backend, deadline, run)
+            term[2] = min(term[2], agree)
+            refined += int(exact)
+            if run is not None:
+                run.tick()
     for w, total, agree, _, _ in terms:
         bound += w * max(0.0, total - agree)
     info["bound_lps_exact"] = f"{refined}/{len(terms)}"
@@ -115,7 +129,8 @@ def build_bmatching_model(t: sp.csr_matrix, b: int, *, integer: bool = False) ->
     return bld.build()
 
 
-def _bmatching(t: sp.csr_matrix, b: int, backend: str, deadline: float) -> tuple[float, bool]:
+def _bmatching(t: sp.csr_matrix, b: int, backend: str, deadline: float,
+               run: Run | None = None) -> tuple[float, bool]:
     """Upper bound on the ``b``-matching of ``t`` by its LP, and whether it is the exact optimum.
 
     A solve stopped early counts only through its proven dual bound.  Without time or a
@@ -127,7 +142,7 @@ def _bmatching(t: sp.csr_matrix, b: int, backend: str, deadline: float) -> tuple
     # totally unimodular: the LP optimum is integral; CP-SAT only takes integer columns
     model = build_bmatching_model(t, b, integer=backend == "cpsat")
     try:
-        res = solve_model(model, backend, solver_params(time_limit=left, rel_gap=1e-9))
+        res = solve_model(model, backend, solver_params(time_limit=left, rel_gap=1e-9, deadline=deadline), run)
     except SolveFailedError:
         return float(t.sum()), False
     optimal = res.termination is Termination.OPTIMAL

@@ -8,13 +8,18 @@ counts, ``F`` the layer-0 cost of :class:`~placement.formulations.exflow.problem
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .problem import AffinityProblem, objective
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...progress import Run
 
 __all__ = ["balanced_layer_assignment", "descend", "greedy_chain", "id_order_assignment", "improve", "layer_cost",
            "local_search", "relabel_suffixes"]
@@ -144,14 +149,18 @@ def improve(problem: AffinityProblem, a: np.ndarray, deadline: float) -> tuple[n
 
 
 def local_search(problem: AffinityProblem, time_budget: float, seed: int = 0,
-                 starts: list[np.ndarray] | None = None,
-                 target: float = -math.inf) -> tuple[np.ndarray, float, dict[str, Any]]:
+                 starts: list[np.ndarray] | None = None, target: float = -math.inf,
+                 on_improve: Callable[[float], None] | None = None,
+                 run: Run | None = None) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Multi-start improvement plus perturbation, within ``time_budget`` seconds.
 
     Starts: a greedy chain from the id-order layer 0, ``starts`` (e.g. a bisection), the id
     order itself; then, alternately, greedy chains from random layer-0 placements and
     perturbations of the incumbent (a window of layers re-drawn), each improved by
     :func:`improve`.  Stops early at ``target`` (a proven bound, model units).
+    ``on_improve(value)`` is called with each new best model-unit objective.  With ``run``
+    (:class:`placement.progress.Run`), the search also stops when the run is stopped, and a
+    Ctrl-C ends it (the run marked interrupted) with the best assignment so far.
 
     Returns the best assignment, its model-unit objective and counters for the solution's info.
     """
@@ -160,25 +169,37 @@ def local_search(problem: AffinityProblem, time_budget: float, seed: int = 0,
     rng = np.random.default_rng(seed)
     L, E, m = problem.num_layers, problem.num_experts, problem.experts_per_gpu
     base = id_order_assignment(problem)
-    cand = [greedy_chain(problem, base[0])] + list(starts or []) + [base]
     best_a, best = base, objective(problem, base)
-    for a in cand:
-        a2, v = improve(problem, a, deadline)
-        if v < best:
-            best_a, best = a2, v
     tries = improved = 0
-    while time.perf_counter() < deadline and best > target + 1e-9 * max(1.0, abs(target)):
-        tries += 1
-        if tries % 2:
-            a = greedy_chain(problem, rng.permutation(np.arange(E) // m))
-        else:
-            a = best_a.copy()
-            width = int(rng.integers(1, max(2, L // 4) + 1))
-            lo = int(rng.integers(0, L - width + 1))
-            for layer in range(lo, lo + width):
-                a[layer] = rng.permutation(np.arange(E) // m)
-        a, v = improve(problem, a, deadline)
-        if v < best - 1e-9 * max(1.0, best):
-            best_a, best, improved = a, v, improved + 1
+    guard = run.interruptible() if run is not None else contextlib.nullcontext()
+    with guard:
+        if on_improve is not None:
+            on_improve(best)
+        for a in [greedy_chain(problem, base[0])] + list(starts or []) + [base]:
+            a2, v = improve(problem, a, deadline)
+            if v < best:
+                best_a, best = a2, v
+                if on_improve is not None:
+                    on_improve(best)
+        while time.perf_counter() < deadline and best > target + 1e-9 * max(1.0, abs(target)):
+            if run is not None and run.stopped:
+                break
+            tries += 1
+            if tries % 2:
+                a = greedy_chain(problem, rng.permutation(np.arange(E) // m))
+            else:
+                a = best_a.copy()
+                width = int(rng.integers(1, max(2, L // 4) + 1))
+                lo = int(rng.integers(0, L - width + 1))
+                for layer in range(lo, lo + width):
+                    a[layer] = rng.permutation(np.arange(E) // m)
+            a, v = improve(problem, a, deadline)
+            if v < best - 1e-9 * max(1.0, best):
+                best_a, best, improved = a, v, improved + 1
+                if on_improve is not None:
+                    on_improve(best)
+            elif run is not None:
+                run.tick()
+    best = objective(problem, best_a)  # consistent with best_a whatever interrupted the search
     return best_a, best, {"restarts": tries, "improvements": improved,
                           "local_search_s": time.perf_counter() - t0}

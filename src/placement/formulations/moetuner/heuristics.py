@@ -3,11 +3,16 @@ joint model's warm starts).  Notation of :mod:`.problem`: ``n`` loads, ``m`` exp
 
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .problem import TunerProblem, boundary_bottleneck
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...progress import Run
 
 __all__ = ["lpt_clusters", "swap_descent"]
 
@@ -29,15 +34,24 @@ def lpt_clusters(problem: TunerProblem) -> np.ndarray:
 
 
 def swap_descent(problem: TunerProblem, a: np.ndarray, deadline: float, *, experts: bool,
-                 cap: np.ndarray | None = None) -> np.ndarray:
+                 cap: np.ndarray | None = None, run: Run | None = None) -> np.ndarray:
     """First-improvement swaps within a layer until none gains (or ``deadline``, a ``perf_counter`` value).
 
     ``experts=False``: swap the GPUs of two whole clusters (ILP2's move: loads unchanged);
     ``experts=True``: swap two experts between GPUs, keeping GPU load <= ``cap[l]`` (``float64 [L]``
     selections; the joint model's move).  Returns ``int64 [L, E]``; the objective never increases.
+    With ``run`` (:class:`placement.progress.Run`) it also stops when the run is stopped, and a
+    Ctrl-C ends it (the run marked interrupted) with the assignment so far (every state is feasible).
     """
-    L, E, G = problem.num_layers, problem.num_experts, problem.num_gpus
     a = a.copy()
+    with run.interruptible() if run is not None else contextlib.nullcontext():
+        _swaps(problem, a, deadline, experts, cap, run)
+    return a
+
+
+def _swaps(problem: TunerProblem, a: np.ndarray, deadline: float, experts: bool, cap: np.ndarray | None,
+           run: Run | None) -> None:
+    L, E, G = problem.num_layers, problem.num_experts, problem.num_gpus
     improved = True
     while improved and time.perf_counter() < deadline:
         improved = False
@@ -48,7 +62,9 @@ def swap_descent(problem: TunerProblem, a: np.ndarray, deadline: float, *, exper
                 cand = [(i, j) for i in range(E) for j in range(i + 1, E) if a[layer, i] != a[layer, j]]
             else:
                 cand = [(u, v) for u in range(G) for v in range(u + 1, G)]
-            for i, j in cand:
+            for n, (i, j) in enumerate(cand):
+                if n % 64 == 0 and (time.perf_counter() > deadline or (run is not None and run.stopped)):
+                    return
                 row = a[layer].copy()
                 if experts:
                     row[i], row[j] = row[j], row[i]
@@ -66,6 +82,7 @@ def swap_descent(problem: TunerProblem, a: np.ndarray, deadline: float, *, exper
                     improved = True
                 else:
                     a[layer] = old
+            if run is not None:
+                run.tick()
             if time.perf_counter() > deadline:
                 break
-    return a

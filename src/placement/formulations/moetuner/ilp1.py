@@ -20,13 +20,15 @@ The layers are independent and are solved one by one, each warm-started from gre
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
 import numpy as np
 
 from ...milp import MilpBuilder, MilpModel, Termination
-from .._common import assignment_from_x, solve_model, solver_params
+from ...progress import Run
+from .._common import MIN_SOLVE_S, assignment_from_x, run_params, solve_model
 from .._labels import relabel_by_first_appearance
 from .heuristics import lpt_clusters
 from .problem import TunerProblem, load_deviation
@@ -84,12 +86,18 @@ def _deviation(load: np.ndarray, clusters: np.ndarray, num_gpus: int) -> float:
 
 
 def solve_ilp1(problem: TunerProblem, backend: str, time_limit: float, rel_gap_target: float, threads: int,
-               verbose: bool) -> tuple[np.ndarray, float, float, Termination]:
+               verbose: bool = False, run: Run | None = None) -> tuple[np.ndarray, float, float, Termination]:
     """ILP1 layer by layer, each warm-started from greedy clusters.
+
+    ``time_limit`` (seconds, 0: none) is this stage's share; with ``run``
+    (:class:`placement.progress.Run`) each solve is also capped by the run's deadline, reports
+    the stage, and the stage stops when the run is stopped (layers not solved keep their greedy
+    clusters; their bound is 0).
 
     Returns the clusters ``int64 [L, E]``, their objective and a proven bound (selections), and
     ``OPTIMAL`` when every layer was solved to optimality, else ``FEASIBLE``.
     """
+    run = run if run is not None else Run("moetuner", None, verbose=verbose)
     t0 = time.perf_counter()
     L, G = problem.num_layers, problem.num_gpus
     start = relabel_by_first_appearance(lpt_clusters(problem))
@@ -98,12 +106,22 @@ def solve_ilp1(problem: TunerProblem, backend: str, time_limit: float, rel_gap_t
     terms = set()
     for layer in range(L):
         n = problem.load[layer:layer + 1]
-        model = build_ilp1(n, G)
-        left = (time_limit - (time.perf_counter() - t0)) / (L - layer) if time_limit else 0.0
-        params = solver_params(time_limit=max(left, 0.05) if time_limit else 0.0, rel_gap=rel_gap_target,
-                               threads=threads, verbose=verbose,
-                               warm_start=ilp1_warm_start(n, G, model, start[layer:layer + 1]))
-        res = solve_model(model, backend, params)
+        res = None
+        with run.interruptible():
+            model = build_ilp1(n, G)
+            left = (time_limit - (time.perf_counter() - t0)) / (L - layer) if time_limit else math.inf
+            run.update(stage=f"ILP1 (balanced clusters) layer {layer + 1}/{L}")
+            params = run_params(run, rel_gap=rel_gap_target, threads=threads, parts=L - layer,
+                                warm_start=ilp1_warm_start(n, G, model, start[layer:layer + 1]))
+            if params is not None and left >= MIN_SOLVE_S:
+                params = dataclasses.replace(params, time_limit=min(params.time_limit or math.inf, left))
+                res = solve_model(model, backend, params, run)
+        if res is None:  # out of time or Ctrl-C: the remaining layers keep the greedy clusters
+            terms.add(Termination.FEASIBLE)
+            if run.stopped:
+                break
+            continue
+        run.note(res.limit)
         got = assignment_from_x(model.block_values(res.solution, "c"))
         if _deviation(n[0], got[0], G) <= _deviation(n[0], start[layer], G):
             cl[layer] = got[0]
