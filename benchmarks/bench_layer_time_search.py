@@ -11,8 +11,9 @@ each placement is fitted to the trace it is scored on.  ``shift`` scores out of 
 Sections
     ``compare``  step time of each method / EPLB per trace, preset and replica rule (NCCL transport), and
                  max GPU load / EPLB's (mean over layers of the busiest GPU, even split over replicas).  ``--slow`` adds transmission-load, alltoall-time (heuristic) and exflow.
-    ``balance``  no redundant experts: max GPU load / the lower bound ``max(mean, hottest expert)``, median
-                 and worst layer (layer-time's search for balance is its ``fast`` start plus the search).
+    ``balance``  no redundant experts: max GPU load / the closed-form lower bound of ``balance`` (mean, and
+                 the hottest expert with the S - 1 lightest others), median and worst layer, for EPLB,
+                 layer-time's fast path and the ``balance`` MILP (which also reports its proven bound).
     ``deepep``   DeepEP on 4 and 8 nodes: cross-node (NIC tier) bytes and step time / EPLB's.
     ``migration`` a placement fitted to the first half of the trace, re-fitted to the second half with at
                  most B experts per layer moving: step time on the second half / the unchanged placement's.
@@ -92,19 +93,32 @@ def compare(args) -> None:
 
 
 def balance(args) -> None:
-    from placement.formulations.layer_time import load_lower_bound
+    from placement.formulations.balance import cardinality_bound
+    from placement.search.method import max_gpu_load
 
-    print(f"{'trace':<12}{'gpus':>5}{'method':<12}{'median':>9}{'worst':>9}")
+    print(f"{'trace':<12}{'gpus':>5} {'method':<22}{'median':>9}{'worst':>9}{'  (max GPU load / bound per layer)'}")
     for tname in args.traces:
         trace = trace_of(tname)
         w = placement.stats.TraceStats(trace).load.astype(float)
         for topo in ("fat-tree:4x8", "fat-tree:8x8"):
-            for m, opts in (("eplb", {"redundant": 0}), ("layer-time", {"redundant": 0, "solver": "fast"})):
-                p = solve(trace, topo, m, **opts).placement
-                load = placement.evaluate(p, trace, topo).gpu_load  # [L, G]
-                bound = load_lower_bound(w, np.ones_like(w), p.num_gpus)
-                r = load.max(axis=1) / bound
-                print(f"{tname:<12}{p.num_gpus:>5} {m:<12}{np.median(r):>9.4f}{r.max():>9.4f}", flush=True)
+            G = placement.topology.preset(topo).num_gpus
+            if w.shape[1] % G:
+                continue
+            S = w.shape[1] // G
+            ones = np.ones(w.shape[1], dtype=np.int64)
+            bound = np.array([cardinality_bound(row, ones, G, S) for row in w])  # closed form, no solver
+            runs = (("eplb", "eplb", {"redundant": 0}), ("layer-time fast", "layer-time",
+                                                        {"redundant": 0, "solver": "fast"}),
+                    ("balance (MILP)", "balance", {"time_limit": args.balance_time, "rel_gap": 1e-6}))
+            for label, m, opts in runs:
+                sol = solve(trace, topo, m, **opts)
+                r = max_gpu_load(sol.placement.slots.astype(np.int64), w) / bound
+                extra = ""
+                if m == "balance":
+                    extra = (f"  proven: max load / solver bound median {sol.info['ratio_median']:.4f}, worst "
+                             f"{sol.info['ratio_worst']:.4f}, {sol.info['layers_proven']} layers optimal, "
+                             f"{sol.wall_time:.0f} s")
+                print(f"{tname:<12}{G:>5} {label:<22}{np.median(r):>9.4f}{r.max():>9.4f}{extra}", flush=True)
 
 
 def deepep(args) -> None:
@@ -167,6 +181,7 @@ def main() -> None:
     parser.add_argument("--traces", nargs="+", default=list(TRACES), choices=list(TRACES))
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--time-limit", type=float, default=30.0)
+    parser.add_argument("--balance-time", type=float, default=120.0, help="time limit of the balance MILP")
     parser.add_argument("--slow", action="store_true", help="also transmission-load, alltoall-time, exflow")
     args = parser.parse_args()
     for name in args.section:

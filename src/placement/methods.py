@@ -19,6 +19,7 @@ from .baselines import methods as _baselines  # noqa: F401, I001  isort: skip
 from .formulations import transmission as _transmission  # noqa: F401, I001  isort: skip
 from .formulations import affinity as _affinity  # noqa: F401, I001  isort: skip
 from .formulations import alltoall as _alltoall  # noqa: F401, I001  isort: skip
+from .formulations import balance as _balance  # noqa: F401, I001  isort: skip
 from .search import method as _layer_time  # noqa: F401, I001  isort: skip
 from .errors import input_error
 from .progress import Report, Run, running

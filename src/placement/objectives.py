@@ -28,6 +28,9 @@ Objectives (``options`` are the method's parsed options; defaults in brackets)
         ``hop_transmissions`` (``hops``), or seconds per token,
         ``sum traffic * seconds_per_byte * bytes_per_token / tokens`` with bf16 tokens of the
         model's hidden size (``time``).
+    ``max_gpu_load``
+        Sum over layers of the largest GPU load in selections, every replica of an expert serving an
+        even share of its selections (EPLB's model of load; computed from the trace's counts).
     ``step_time``
         The serving-step model's seconds per step over all MoE layers, ``evaluate(...).step_time``
         with the method's ``replica`` [``vllm``], ``transport`` [``nccl``], ``tokens_per_step`` /
@@ -136,6 +139,17 @@ def coherent_cost(placement: Placement, trace: Trace, topology: Topology, option
     return _pair_cost(m, topology.seconds_per_byte) * m.bytes_per_token / max(m.num_tokens, 1)
 
 
+def max_gpu_load(placement: Placement, trace: Trace, topology: Topology, options: Mapping[str, Any]) -> float:
+    """Sum over layers of the busiest GPU's selections, every replica of an expert serving an even share."""
+    load = trace.layer_counts().astype(np.float64)  # [L, E]
+    slots = placement.slots
+    L = slots.shape[0]
+    count = np.maximum(placement.num_replicas(), 1)  # [L, E]
+    share = load / count
+    per = np.take_along_axis(share, np.maximum(slots, 0).reshape(L, -1), axis=1).reshape(slots.shape)
+    return float(np.where(slots >= 0, per, 0.0).sum(axis=2).max(axis=1).sum())
+
+
 def step_metrics(placement: Placement, trace: Trace, topology: Topology, options: Mapping[str, Any]) -> Metrics:
     """The evaluator's :class:`Metrics` under a ``layer-time`` method's serving options (0 / empty = default)."""
     return evaluate(placement, trace, topology, replica=options.get("replica", "vllm"),
@@ -197,6 +211,8 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
               "coherent dispatch: boundary_cross_fraction, hop_transmissions or seconds per token"),
     Objective("boundary_bottleneck", boundary_bottleneck, ("cost",),
               "sum over layer boundaries of the busiest weighted GPU pair (coherent dispatch)"),
+    Objective("max_gpu_load", max_gpu_load, (),
+              "sum over layers of the busiest GPU's selections, even split over replicas (EPLB's model)"),
     Objective("step_time", step_time, ("replica", "transport", "tokens_per_step", "tokens_per_gpu", "dispatch_dtype",
                                        "combine_dtype", "gpu", "overlap"),
               "the serving-step model's seconds per step over all MoE layers (evaluate(...).step_time)"),

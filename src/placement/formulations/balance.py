@@ -1,0 +1,165 @@
+r"""``balance``: the least largest GPU load of every layer, replicas allowed, with a proven bound.
+
+EPLB's objective solved exactly.  Data: ``w[l, e]`` selections of expert ``e`` in layer ``l``
+(``float64 [L, E]``), ``G`` GPUs of ``S`` slots, ``P = G S`` slots per layer, replica counts ``c[l, e]``
+by D'Hondt (:func:`~placement.formulations.layer_time.replica_counts`; ``c = 1`` without redundant
+experts), each replica serving ``s[l, e] = w[l, e] / c[l, e]`` (an even split, EPLB's model of load).
+
+Per layer (layers are independent and are solved one by one)
+    Variables: ``y[e, g]`` binary (GPU ``g`` holds a replica of ``e``; never two), ``T >= 0``.
+    ``min T`` subject to ``sum_g y[e, g] = c[e]``, ``sum_e y[e, g] <= S``,
+    ``sum_e s[e] y[e, g] <= T`` and ``T >= lb`` with the closed-form bound below.
+
+Lower bound (valid for the fixed counts)
+    ``lb = max(sum_e w[e] / G, max_e (s[e] + the S - 1 smallest shares of other experts))`` when every
+    slot is filled (``sum_e c[e] = G S``: the GPU holding ``e`` holds ``S - 1`` other replicas), else
+    ``max(mean, max_e s[e])``; rounded up when every share is a whole number of selections (then so is
+    every GPU load, and ``T`` is an integer variable).  The solver's bound is at least this.
+
+Warm start: the fast path's node-blind packing with swaps (:func:`~placement.formulations.layer_time.pack`).
+Objective reported: ``sum_l max_g load[l, g]`` (selections), the ``max_gpu_load`` objective of
+:mod:`placement.objectives`; ``info["ratio_median"]``, ``["ratio_worst"]`` give per-layer max load over
+the proven bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..milp import MilpBuilder, MilpModel, Termination
+from ..placement import Placement
+from ..registry import Method, Option, register
+from ..solution import Solution, make_solution
+from ._common import SOLVER_OPTIONS, solve_model, solver_params
+from .layer_time import pack, replica_counts, slot_loads
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..stats import TraceStats
+    from ..topology import Topology
+
+__all__ = ["build_balance", "cardinality_bound", "balance_method"]
+
+
+def cardinality_bound(share: np.ndarray, count: np.ndarray, num_gpus: int, slots_per_gpu: int) -> float:
+    """The closed-form lower bound of the module docstring for one layer (``share``, ``count float/int [E]``)."""
+    G, S = num_gpus, slots_per_gpu
+    mean = float((share * count).sum()) / G
+    if int(count.sum()) != G * S or S == 1:
+        return _integral(max(mean, float(share.max())), share, count)
+    items = np.sort(np.repeat(share, count))  # every replica's load, increasing
+    # for expert e: its share plus the S - 1 smallest replicas of *other* experts
+    best = 0.0
+    for e in np.argsort(-share)[: min(len(share), 8)]:  # the largest shares decide the maximum
+        own = np.flatnonzero(np.isclose(items, share[e]))[: int(count[e])]
+        mask = np.ones(items.size, dtype=bool)
+        mask[own] = False
+        rest = items[mask][: S - 1].sum()
+        best = max(best, float(share[e]) + float(rest))
+    return _integral(max(mean, best), share, count)
+
+
+def _integral(bound: float, share: np.ndarray, count: np.ndarray) -> float:
+    """A GPU load is a sum of whole selections when every share is whole: round the bound up."""
+    whole = np.all(share == np.round(share))
+    return float(math.ceil(bound - 1e-9)) if whole else bound
+
+
+def build_balance(share: np.ndarray, count: np.ndarray, num_gpus: int, slots_per_gpu: int,
+                  lower: float) -> MilpModel:
+    """The per-layer MILP of the module docstring: blocks ``y [expert, gpu]`` and ``T``."""
+    E = share.size
+    G = num_gpus
+    b = MilpBuilder(name="balance")
+    y = b.add_block("y", (E, G), ("expert", "gpu"), integer=True, upper=1)
+    whole = bool(np.all(share == np.round(share)))  # then the largest load is a whole number too
+    t = b.add_block("T", (1,), ("one",), cost=1.0, lower=lower, integer=whole)
+    b.add_row_sums("replicas", y, lower=count.astype(np.float64), upper=count.astype(np.float64))
+    b.add_row_sums("slots", y.T, upper=float(slots_per_gpu))
+    rows = np.repeat(np.arange(G), E + 1)
+    cols = np.concatenate([y.T, np.broadcast_to(t.reshape(1, 1), (G, 1))], axis=1).ravel()
+    vals = np.concatenate([np.broadcast_to(share, (G, E)), -np.ones((G, 1))], axis=1).ravel()
+    b.add_rows("load", G, rows, cols, vals, upper=0.0)
+    return b.build()
+
+
+def _slots_from_y(y: np.ndarray, S: int) -> np.ndarray:
+    """``int64 [G, S]`` experts of each GPU (increasing, then empty) from ``y [E, G]``."""
+    E, G = y.shape
+    out = np.full((G, S), -1, dtype=np.int64)
+    for g in range(G):  # G rows of at most S entries: small
+        held = np.flatnonzero(y[:, g] > 0.5)
+        out[g, : held.size] = held
+    return out
+
+
+def balance_method(stats: TraceStats, topology: Topology, redundant: int = 0, time_limit: float = 60.0,
+                   rel_gap: float = 1e-6, backend: str = "highs", threads: int = 0, verbose: bool = False) -> Solution:
+    """Least largest GPU load per layer (module docstring), each layer warm-started from the fast path."""
+    from ..errors import input_error
+
+    t0 = time.perf_counter()
+    trace = stats.trace
+    E, G, L = trace.num_experts, topology.num_gpus, trace.num_layers
+    if redundant == -1:
+        redundant = G + (-(E + G)) % G
+    P = E + redundant
+    if P % G:
+        raise input_error(f"{E} experts + {redundant} redundant = {P} slots do not divide over {G} GPUs; choose "
+                          f"redundant so that experts + redundant is a multiple of {G}", field="redundant")
+    S = P // G
+    w = stats.load.astype(np.float64)
+    count = replica_counts(w, P)
+    if (count > G).any():
+        raise input_error(f"an expert would get more than {G} replicas, one per GPU at most; use fewer redundant "
+                          "slots", field="redundant")
+    share = w / count
+    start = pack(w, count, G, 1, S)  # node-blind: balance alone
+    slots = start.copy()
+    peaks = slot_loads(start, share).sum(axis=2).max(axis=1)  # [L]
+    bounds = np.zeros(L)
+    terms = set()
+    for layer in range(L):
+        lb = cardinality_bound(share[layer], count[layer], G, S)
+        if peaks[layer] <= lb * (1 + rel_gap):
+            bounds[layer] = lb
+            terms.add(Termination.OPTIMAL)
+            continue
+        model = build_balance(share[layer], count[layer], G, S, lb)
+        warm = np.zeros(model.num_vars)
+        yb, tb = model.block("y"), model.block("T")
+        y0 = np.zeros((E, G))
+        held = start[layer] >= 0
+        y0[start[layer][held], np.nonzero(held)[0]] = 1.0
+        warm[yb.start:yb.stop] = y0.ravel()
+        warm[tb.start] = peaks[layer]
+        left = (time_limit - (time.perf_counter() - t0)) / (L - layer)
+        params = solver_params(time_limit=max(left, 0.05), rel_gap=rel_gap, threads=threads, verbose=verbose,
+                               warm_start=warm)
+        res = solve_model(model, backend, params)
+        if res.solution is not None:
+            got = _slots_from_y(model.block_values(res.solution, "y"), S)
+            peak = float(slot_loads(got[None], share[layer:layer + 1]).sum(axis=2).max())
+            if peak < peaks[layer]:
+                slots[layer], peaks[layer] = got, peak
+        solver_bound = float(res.bound) if math.isfinite(res.bound) else lb
+        bounds[layer] = min(max(lb, solver_bound), peaks[layer])
+        terms.add(Termination.OPTIMAL if peaks[layer] <= bounds[layer] * (1 + rel_gap) else Termination.FEASIBLE)
+    ratio = peaks / np.maximum(bounds, 1e-300)
+    placement = Placement(slots, num_experts=E, metadata={"method": "balance", "num_replicas": P})
+    info = {"redundant": redundant, "ratio_median": float(np.median(ratio)), "ratio_worst": float(ratio.max()),
+            "layers_proven": int((ratio <= 1 + rel_gap).sum())}
+    term = Termination.OPTIMAL if terms <= {Termination.OPTIMAL} else Termination.FEASIBLE
+    return make_solution(placement, "balance", termination=term, objective=float(peaks.sum()),
+                         bound=float(bounds.sum()), wall_time=time.perf_counter() - t0, info=info)
+
+
+register(Method(
+    "balance", "least largest GPU load per layer with replicas (EPLB's objective solved exactly, proven bound)",
+    "placement.formulations.balance:balance_method", needs="load", kind="formulation", objective="max_gpu_load",
+    options=(Option("redundant", int, 0, "extra replicas per layer (D'Hondt counts; -1: at least one per GPU)",
+                    minimum=-1),
+             *SOLVER_OPTIONS)))
