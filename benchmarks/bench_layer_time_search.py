@@ -10,7 +10,8 @@ each placement is fitted to the trace it is scored on.  ``shift`` scores out of 
 
 Sections
     ``compare``  step time of each method / EPLB per trace, preset and replica rule (NCCL transport), and
-                 max GPU load / EPLB's (mean over layers of the busiest GPU, even split over replicas).  ``--slow`` adds transmission-load, alltoall-time (heuristic) and exflow.
+                 max GPU load / EPLB's (mean over layers of the busiest GPU, even split over replicas).
+                 ``--slow`` adds transmission-load, alltoall-time (heuristic) and exflow.
     ``balance``  no redundant experts: max GPU load / the closed-form lower bound of ``balance`` (mean, and
                  the hottest expert with the S - 1 lightest others), median and worst layer, for EPLB,
                  layer-time's fast path and the ``balance`` MILP (which also reports its proven bound).

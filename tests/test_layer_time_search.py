@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import placement
-from placement import Placement, evaluate
+from placement import evaluate
 from placement.api import as_stats, solve
 from placement.errors import PlacementInputError
 from placement.search.local import moved_experts

@@ -153,9 +153,11 @@ def max_gpu_load(placement: Placement, trace: Trace, topology: Topology, options
 def step_metrics(placement: Placement, trace: Trace, topology: Topology, options: Mapping[str, Any]) -> Metrics:
     """The evaluator's :class:`Metrics` under a ``layer-time`` method's serving options (0 / empty = default)."""
     return evaluate(placement, trace, topology, replica=options.get("replica", "vllm"),
-                 transport=options.get("transport", "nccl"), tokens_per_step=options.get("tokens_per_step") or None,
-                 tokens_per_gpu=options.get("tokens_per_gpu") or None,
-                 dispatch_dtype=options.get("dispatch_dtype", "bf16"), combine_dtype=options.get("combine_dtype", "bf16"),
+                    transport=options.get("transport", "nccl"),
+                    tokens_per_step=options.get("tokens_per_step") or None,
+                    tokens_per_gpu=options.get("tokens_per_gpu") or None,
+                    dispatch_dtype=options.get("dispatch_dtype", "bf16"),
+                    combine_dtype=options.get("combine_dtype", "bf16"),
                     gpu=options.get("gpu") or None, overlap=bool(options.get("overlap", False)))
 
 

@@ -1,0 +1,60 @@
+"""``balance`` (placement.formulations.balance): the least largest GPU load with replicas, checked by brute
+force over every packing of tiny instances, and its closed-form bound checked to be valid."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from placement.api import as_stats
+from placement.formulations.balance import cardinality_bound
+from placement.formulations.layer_time import replica_counts
+from placement.methods import run_method
+from placement.search.method import max_gpu_load
+from placement.topology import preset
+from placement.trace import ModelSpec, Trace
+
+
+def brute_force(share: np.ndarray, count: np.ndarray, G: int, S: int) -> float:
+    """Least largest GPU load over every way to put the replicas on G GPUs of S slots, never two copies of an
+    expert on one GPU."""
+    items = [e for e, c in enumerate(count) for _ in range(c)]
+    best = np.inf
+    for gpus in itertools.product(range(G), repeat=len(items)):
+        if (np.bincount(gpus, minlength=G) > S).any():
+            continue
+        if len(set(zip(gpus, items, strict=True))) < len(items):
+            continue
+        best = min(best, np.bincount(gpus, weights=[share[e] for e in items], minlength=G).max())
+    return float(best)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(("E", "G", "redundant"), [(6, 3, 0), (4, 3, 2)])
+def test_balance_is_the_brute_force_optimum(seed, E, G, redundant):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(1, 40, size=(2, E))
+    model = ModelSpec("tiny", 2, E, 1)
+    # a count trace carries the loads directly
+    trace = Trace.from_counts(model, w)
+    topo = preset(f"fat-tree:1x{G}")
+    sol = run_method("balance", as_stats(trace), topo, redundant=redundant)
+    S = (E + redundant) // G
+    count = replica_counts(w.astype(float), E + redundant)
+    share = w / count
+    best = sum(brute_force(share[l], count[l], G, S) for l in range(2))
+    # the placement's peak loads, recomputed from its slots, add up to the objective, which is the optimum
+    assert max_gpu_load(sol.placement.slots.astype(np.int64), w.astype(float)).sum() == pytest.approx(sol.objective)
+    assert sol.objective == pytest.approx(best, rel=1e-9)
+    assert sol.bound <= best * (1 + 1e-9) and sol.termination.value == "optimal"
+    for l in range(2):  # the closed-form bound never exceeds the optimum
+        assert cardinality_bound(share[l], count[l], G, S) <= brute_force(share[l], count[l], G, S) + 1e-9
+
+
+def test_cardinality_bound_by_hand():
+    # shares 10, 1, 1, 1 on 2 GPUs of 2 slots: the GPU holding 10 holds one more replica, at least 1 -> 11
+    assert cardinality_bound(np.array([10.0, 1, 1, 1]), np.ones(4, dtype=int), 2, 2) == 11.0
+    # whole loads: mean 6.5 rounds up to 7 (loads 1..4 on 2 GPUs of 2 slots: {1,4} {2,3} -> 5; mean 5)
+    assert cardinality_bound(np.array([4.0, 3, 3, 3]), np.ones(4, dtype=int), 2, 2) == 7.0
