@@ -76,7 +76,8 @@ def build_balance(share: np.ndarray, count: np.ndarray, num_gpus: int, slots_per
     b = MilpBuilder(name="balance")
     y = b.add_block("y", (E, G), ("expert", "gpu"), integer=True, upper=1)
     whole = bool(np.all(share == np.round(share)))  # then the largest load is a whole number too
-    t = b.add_block("T", (1,), ("one",), cost=1.0, lower=lower, integer=whole)
+    top = float(np.ceil((share * count).sum()))  # no GPU carries more than every selection (finite for CP-SAT)
+    t = b.add_block("T", (1,), ("one",), cost=1.0, lower=lower, upper=max(top, lower), integer=whole)
     b.add_row_sums("replicas", y, lower=count.astype(np.float64), upper=count.astype(np.float64))
     b.add_row_sums("slots", y.T, upper=float(slots_per_gpu))
     rows = np.repeat(np.arange(G), E + 1)
