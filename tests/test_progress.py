@@ -164,6 +164,8 @@ LIMITED = [
     ("moetuner", "moe16", {}, False),
     ("moetuner-joint", "moe16", {}, False),
     ("transmission-load", "moe16", {"solver": "milp", "aggregate": "gpu", "memory": 230, "cost": "time"}, True),
+    ("layer-time", "v3", {"replica": "vllm"}, False),
+    ("balance", "v3", {"rel_gap": 1e-9}, True),
 ]
 LIMIT = 2.0
 #: Process-level allowance on top of 5 % of the limit: the waiting thread polls every 20-50 ms, a
@@ -179,7 +181,9 @@ def test_time_limit_is_honoured(method, instance, options, bounded, request) -> 
     sol = run_method(method, stats, topo, time_limit=LIMIT, **options)
     wall = time.perf_counter() - t0
     assert wall <= 1.05 * LIMIT + ALLOWANCE, f"{method} took {wall:.2f} s for time_limit={LIMIT}"
-    if sol.termination is not Termination.OPTIMAL:  # a limit stopped it: it says which
+    # a limit stopped it (it says which), unless a heuristic search ended on its own within the limit
+    finished = sol.termination is Termination.HEURISTIC and sol.limit is Limit.NONE and wall < LIMIT
+    if sol.termination is not Termination.OPTIMAL and not finished:
         assert sol.limit is Limit.TIME, (sol.limit, sol.info)
     if bounded and sol.termination is not Termination.HEURISTIC:
         assert sol.bound is not None and sol.gap is not None and sol.bound <= sol.objective
@@ -224,7 +228,7 @@ def _python_sigint_handler():
 
 # one per family: per-layer loop with MILPs, multi-stage with a big MILP, sequential ILPs, joint MILP
 INTERRUPTED = [("alltoall-time", "v3", True), ("exflow", "moe16", True), ("moetuner", "moe16", False),
-               ("moetuner-joint", "moe16", False)]
+               ("moetuner-joint", "moe16", False), ("layer-time", "v3", False), ("balance", "v3", True)]
 
 
 @pytest.mark.usefixtures("_python_sigint_handler")
@@ -242,7 +246,8 @@ def test_ctrl_c_returns_the_best_answer_so_far(method, instance, bounded, reques
     assert wall < 0.8 + 1.5, f"{method} took {wall:.2f} s after Ctrl-C"
     assert sol.limit is Limit.INTERRUPTED, (sol.limit, sol.info)
     assert sol.objective is not None and math.isfinite(sol.objective)
-    assert sol.placement.assignment().shape == (stats.trace.num_layers, stats.trace.num_experts)
+    assert (sol.placement.num_replicas() >= 1).all()  # every expert of every layer placed
+    assert sol.placement.num_replicas().shape == (stats.trace.num_layers, stats.trace.num_experts)
     if bounded:
         assert sol.bound is not None and sol.bound <= sol.objective and sol.gap is not None
 

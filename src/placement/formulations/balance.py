@@ -34,7 +34,7 @@ from ..milp import MilpBuilder, MilpModel, Termination
 from ..placement import Placement
 from ..registry import Method, Option, register
 from ..solution import Solution, make_solution
-from ._common import SOLVER_OPTIONS, solve_model, solver_params
+from ._common import SOLVER_OPTIONS, run_params, solve_model
 from .layer_time import pack, replica_counts, slot_loads
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,8 +101,10 @@ def balance_method(stats: TraceStats, topology: Topology, redundant: int = 0, ti
                    rel_gap: float = 1e-6, backend: str = "highs", threads: int = 0, verbose: bool = False) -> Solution:
     """Least largest GPU load per layer (module docstring), each layer warm-started from the fast path."""
     from ..errors import input_error
+    from ..progress import begin
 
     t0 = time.perf_counter()
+    run = begin("balance", time_limit, unit="selections", verbose=verbose)
     trace = stats.trace
     E, G, L = trace.num_experts, topology.num_gpus, trace.num_layers
     if redundant == -1:
@@ -121,41 +123,51 @@ def balance_method(stats: TraceStats, topology: Topology, redundant: int = 0, ti
     start = pack(w, count, G, 1, S)  # node-blind: balance alone
     slots = start.copy()
     peaks = slot_loads(start, share).sum(axis=2).max(axis=1)  # [L]
-    bounds = np.zeros(L)
-    terms = set()
-    for layer in range(L):
-        lb = cardinality_bound(share[layer], count[layer], G, S)
-        if peaks[layer] <= lb * (1 + rel_gap):
-            bounds[layer] = lb
-            terms.add(Termination.OPTIMAL)
-            continue
-        model = build_balance(share[layer], count[layer], G, S, lb)
-        warm = np.zeros(model.num_vars)
-        yb, tb = model.block("y"), model.block("T")
-        y0 = np.zeros((E, G))
-        held = start[layer] >= 0
-        y0[start[layer][held], np.nonzero(held)[0]] = 1.0
-        warm[yb.start:yb.stop] = y0.ravel()
-        warm[tb.start] = peaks[layer]
-        left = (time_limit - (time.perf_counter() - t0)) / (L - layer)
-        params = solver_params(time_limit=max(left, 0.05), rel_gap=rel_gap, threads=threads, verbose=verbose,
-                               warm_start=warm)
-        res = solve_model(model, backend, params)
-        if res.solution is not None:
+    terms: set[Termination] = set()
+    lbs = np.array([cardinality_bound(share[layer], count[layer], G, S) for layer in range(L)])
+    bounds = np.minimum(lbs, peaks)
+    with run.interruptible():
+        for layer in range(L):
+            run.update(incumbent=float(peaks.sum()), bound=float(bounds.sum()), stage=f"layer {layer + 1}/{L}")
+            if peaks[layer] <= lbs[layer] * (1 + rel_gap):
+                terms.add(Termination.OPTIMAL)
+                continue
+            if run.stopped:
+                terms.add(Termination.FEASIBLE)
+                continue
+            model = run.bounded(lambda layer=layer: build_balance(share[layer], count[layer], G, S, lbs[layer]))
+            if model is None:
+                terms.add(Termination.FEASIBLE)
+                continue
+            warm = np.zeros(model.num_vars)
+            yb, tb = model.block("y"), model.block("T")
+            y0 = np.zeros((E, G))
+            held = start[layer] >= 0
+            y0[start[layer][held], np.nonzero(held)[0]] = 1.0
+            warm[yb.start:yb.stop] = y0.ravel()
+            warm[tb.start] = peaks[layer]
+            others_inc, others_bnd = float(peaks.sum() - peaks[layer]), float(bounds.sum() - bounds[layer])
+            params = run_params(run, rel_gap=rel_gap, threads=threads, parts=L - layer, warm_start=warm,
+                                convert=lambda inc, bnd, a=others_inc, b=others_bnd: (a + inc, b + bnd))
+            if params is None:
+                terms.add(Termination.FEASIBLE)
+                continue
+            res = solve_model(model, backend, params, run)
             got = _slots_from_y(model.block_values(res.solution, "y"), S)
             peak = float(slot_loads(got[None], share[layer:layer + 1]).sum(axis=2).max())
             if peak < peaks[layer]:
                 slots[layer], peaks[layer] = got, peak
-        solver_bound = float(res.bound) if math.isfinite(res.bound) else lb
-        bounds[layer] = min(max(lb, solver_bound), peaks[layer])
-        terms.add(Termination.OPTIMAL if peaks[layer] <= bounds[layer] * (1 + rel_gap) else Termination.FEASIBLE)
+            solver_bound = float(res.bound) if math.isfinite(res.bound) else lbs[layer]
+            bounds[layer] = min(max(lbs[layer], solver_bound), peaks[layer])
+            terms.add(Termination.OPTIMAL if peaks[layer] <= bounds[layer] * (1 + rel_gap) else Termination.FEASIBLE)
     ratio = peaks / np.maximum(bounds, 1e-300)
     placement = Placement(slots, num_experts=E, metadata={"method": "balance", "num_replicas": P})
     info = {"redundant": redundant, "ratio_median": float(np.median(ratio)), "ratio_worst": float(ratio.max()),
             "layers_proven": int((ratio <= 1 + rel_gap).sum())}
     term = Termination.OPTIMAL if terms <= {Termination.OPTIMAL} else Termination.FEASIBLE
     return make_solution(placement, "balance", termination=term, objective=float(peaks.sum()),
-                         bound=float(bounds.sum()), wall_time=time.perf_counter() - t0, info=info)
+                         bound=float(bounds.sum()), wall_time=time.perf_counter() - t0, info=info,
+                         limit="none" if term is Termination.OPTIMAL else run.limit)
 
 
 register(Method(

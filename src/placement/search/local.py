@@ -24,14 +24,16 @@ would raise a GPU above it is not ranked.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..formulations.layer_time import slot_loads as _slot_loads
 from .objective import StepObjective
 
-__all__ = ["SearchResult", "improve", "moved_experts"]
+__all__ = ["SearchResult", "improve", "moved_experts", "max_gpu_load"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,17 @@ class SearchResult:
     rounds: int
     evaluations: int
     timed_out: bool
+
+
+def max_gpu_load(slots: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``float64 [L]``: each layer's largest GPU load, every replica of expert ``e`` serving ``w[l, e] / count``
+    (EPLB's model of load)."""
+    L, G, S = slots.shape
+    E = w.shape[1]
+    count = np.zeros((L, E + 1))
+    np.add.at(count, (np.repeat(np.arange(L), G * S), slots.reshape(L, -1).ravel() + 1), 1.0)
+    share = w / np.maximum(count[:, 1:], 1.0)
+    return _slot_loads(slots, share).sum(axis=2).max(axis=1)
 
 
 def moved_experts(slots: np.ndarray, origin: np.ndarray, num_experts: int) -> np.ndarray:
@@ -205,13 +218,18 @@ def _bottleneck(st, layer: int, guide: _Guide, overlap: bool) -> dict:
 def improve(objective: StepObjective, slots: np.ndarray, *, time_limit: float = 60.0, width: int | None = None,
             patience: int = 2, max_rounds: int = 10_000, load_cap: np.ndarray | None = None,
             origin: np.ndarray | None = None, max_moves: np.ndarray | None = None,
-            deadline: float | None = None) -> SearchResult:
+            deadline: float | None = None, run=None, load: np.ndarray | None = None) -> SearchResult:
     """Improve ``slots int [L, G, S]`` on ``objective`` (module docstring); stops at ``time_limit`` seconds.
 
     ``width``: moves evaluated per layer and round (default: every move of a layer of at most 16 slots,
-    else 6)."""
+    else 6).  ``run`` (a :class:`placement.progress.Run`): progress reports (seconds per step), its
+    deadline, and Ctrl-C, after which the last whole round's placement is returned.  ``load float64
+    [L, E]``: the selections ``load_cap`` bounds (default: ``objective.sent`` summed over senders);
+    every accepted move keeps each layer's busiest GPU, even split over replicas, within the cap."""
     t0 = time.perf_counter()
     end = deadline if deadline is not None else t0 + time_limit
+    guard = run.interruptible() if run is not None else contextlib.nullcontext()
+    weight = objective.sent.sum(axis=1) if load is None else load
     slots = np.array(slots, dtype=np.int64, copy=True)
     L, G, S = slots.shape
     E = objective.trace.num_experts
@@ -223,11 +241,24 @@ def improve(objective: StepObjective, slots: np.ndarray, *, time_limit: float = 
     st, best = objective.assess(slots)
     stale = np.zeros(L, dtype=np.int64)
     active = np.ones(L, dtype=bool)
+    # the last whole round's [slots, layer times, rounds, stopped early]: what a Ctrl-C returns
+    state = [slots, best, 0, False]
+    with guard:
+        _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_moves, width, patience,
+              max_rounds, end, run, weight, load_cap is not None, E, L)
+    stopped = state[3] or (run is not None and run.stopped)
+    return SearchResult(slots=state[0], layer_time=state[1], rounds=state[2], evaluations=objective.evaluations[0],
+                        timed_out=bool(stopped))
+
+
+def _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_moves, width, patience, max_rounds,
+          end, run, weight, capped, E, L) -> None:
+    """The rounds of :func:`improve`, writing each whole round into ``state``."""
+    slots, best = state[0], state[1]
     rounds = 0
-    timed_out = False
     while active.any() and rounds < max_rounds:
-        if time.perf_counter() >= end:
-            timed_out = True
+        if time.perf_counter() >= end or (run is not None and run.stopped):
+            state[3] = True
             break
         rounds += 1
         cands: list[list[tuple]] = [[] for _ in range(L)]
@@ -244,8 +275,8 @@ def improve(objective: StepObjective, slots: np.ndarray, *, time_limit: float = 
         improved = np.zeros(L, dtype=bool)
         new_best = best.copy()
         for k in range(depth):
-            if time.perf_counter() >= end:
-                timed_out = True
+            if time.perf_counter() >= end or (run is not None and run.stopped):
+                state[3] = True
                 break
             trial = slots.copy()
             touched = np.zeros(L, dtype=bool)
@@ -255,6 +286,8 @@ def improve(objective: StepObjective, slots: np.ndarray, *, time_limit: float = 
                     touched[layer] = True
             times = objective.layer_times(trial)
             better = touched & (times < new_best * (1 - 1e-9))
+            if capped:
+                better &= max_gpu_load(trial, weight) <= cap * (1 + 1e-12)
             best_slots[better] = trial[better]
             new_best[better] = times[better]
             improved |= better
@@ -266,8 +299,9 @@ def improve(objective: StepObjective, slots: np.ndarray, *, time_limit: float = 
         active &= stale < patience
         if improved.any():
             st, best = objective.assess(slots)
-    return SearchResult(slots=slots, layer_time=best, rounds=rounds, evaluations=objective.evaluations[0],
-                        timed_out=timed_out)
+        state[0], state[1], state[2] = slots, best, rounds  # a whole round: what an interrupt returns
+        if run is not None:
+            run.update(incumbent=float(best.sum()), stage=f"round {rounds}: {int(active.sum())} of {L} layers searched")
 
 
 def _movers(slots_l: np.ndarray, origin_l: np.ndarray, E: int, budget: int) -> np.ndarray:

@@ -39,7 +39,7 @@ from ..formulations.layer_time import _place, load_lower_bound, pack, replica_co
 from ..placement import Placement, load_placement
 from ..registry import Method, Option, register
 from ..solution import Solution, Termination, make_solution
-from .local import improve, moved_experts
+from .local import improve, max_gpu_load, moved_experts
 from .objective import StepObjective
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,17 +112,6 @@ def eplb_slots(w: np.ndarray, P: int, G: int, nodes: int, groups: int) -> np.nda
     return np.asarray(rebalance_experts(w, P, groups, nodes, G).slots(G), dtype=np.int64)
 
 
-def max_gpu_load(slots: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``float64 [L]``: each layer's largest GPU load, every replica of expert ``e`` serving ``w[l, e] / count``
-    (EPLB's model of load)."""
-    L, G, S = slots.shape
-    E = w.shape[1]
-    count = np.zeros((L, E + 1))
-    np.add.at(count, (np.repeat(np.arange(L), G * S), slots.reshape(L, -1).ravel() + 1), 1.0)
-    share = w / np.maximum(count[:, 1:], 1.0)
-    return slot_loads(slots, share).sum(axis=2).max(axis=1)
-
-
 def _seeds(w: np.ndarray, E: int, G: int, P: int, nodes: int, groups: int) -> dict[str, np.ndarray]:
     """Starting placements ``int64 [L, G, P / G]`` (spare slots empty)."""
     from ..baselines.eplb import rebalance_experts
@@ -149,7 +138,10 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
                       gpu: str = "", overlap: bool = False, time_limit: float = 60.0, current: str = "",
                       max_moves: int = -1, windows: int = 1, robust: str = "mean", max_load: str = "eplb") -> Solution:
     """The ``layer-time`` method (module docstring)."""
+    from ..progress import begin
+
     t0 = time.perf_counter()
+    run = begin("layer-time", time_limit, unit="s")
     trace = stats.trace
     E, G, L = trace.num_experts, topology.num_gpus, trace.num_layers
     if redundant == -1:
@@ -204,8 +196,16 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
             start = origin
         else:
             seeds = _seeds(w, E, G, P, nodes, trace.model.num_groups)
-            per = {name: objective.layer_times(s) for name, s in seeds.items()}
-            names = list(seeds)
+            per: dict[str, np.ndarray] = {}
+            with run.interruptible():
+                for name, start_slots in seeds.items():  # EPLB first: there is always a start
+                    if per and run.stopped:
+                        break
+                    per[name] = objective.layer_times(start_slots)
+                    run.update(incumbent=float(np.min(list(per.values()), axis=0).sum()), stage=f"start {name}")
+            if not per:  # Ctrl-C before the first start was scored
+                per["eplb"] = objective.layer_times(seeds["eplb"])
+            names = list(per)
             table = np.stack([per[n] for n in names])  # [seeds, L]
             if cap is not None:  # a start above the cap in a layer is not a start there (EPLB's own never is)
                 over = np.stack([max_gpu_load(seeds[n], load) > cap * (1 + 1e-12) for n in names])
@@ -214,10 +214,9 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
             start = np.stack([seeds[names[pick[lay]]][lay] for lay in range(L)])
             info["seeds"] = {n: float(per[n].sum()) for n in names}
             info["seed_of_layer"] = {n: int((pick == i).sum()) for i, n in enumerate(names)}
-        remaining = time_limit - (time.perf_counter() - t0)
         budget = None if max_moves < 0 else np.full(L, max_moves)
-        res = improve(objective, start, time_limit=max(0.0, remaining), origin=origin, max_moves=budget,
-                      load_cap=cap)
+        res = improve(objective, start, deadline=run.deadline.until(), origin=origin, max_moves=budget,
+                      load_cap=cap, run=run, load=load)
         slots, times = res.slots, res.layer_time
         info.update({"rounds": res.rounds, "evaluations": objective.evaluations[0], "timed_out": res.timed_out})
     if origin is not None:
@@ -238,7 +237,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         info.update({"windows": windows, "robust": robust})
     objective_value = float(times.sum())
     return make_solution(placement, "layer-time", termination=termination, objective=objective_value,
-                         wall_time=time.perf_counter() - t0, info=info)
+                         wall_time=time.perf_counter() - t0, info=info, limit=run.limit)
 
 
 def _bytes_moved(slots: np.ndarray, origin: np.ndarray, E: int) -> int:
