@@ -140,3 +140,18 @@ def test_no_layer_busier_than_under_eplb(case):
         return per.sum(axis=2).max(axis=1)
     assert (peak(sol.placement.slots) <= peak(eplb.slots) * (1 + 1e-9)).all()
     np.testing.assert_allclose(max_gpu_load(eplb.slots.astype(np.int64), w), peak(eplb.slots))
+
+
+def test_also_fits_several_traces_at_once(case, tmp_path):
+    trace, topo = case
+    other = synthesize(trace.model, 1024, seed=9, num_ranks=8, skew=1.0)  # another workload of the same model
+    path = tmp_path / "other.npz"
+    placement.save_trace(other, path)
+    sol = solve(trace, topo, "layer-time", also=str(path), robust="max", time_limit=20, **SERVING)
+    per = [evaluate(sol.placement, t, topo, **SERVING).step.layer_time for t in (trace, other)]
+    assert sol.objective == pytest.approx(np.max(per, axis=0).sum(), rel=1e-12)
+    assert sol.info["traces_fitted"] == 2
+    small = synthesize(dataclasses.replace(trace.model, num_layers=2), 64, seed=1)
+    placement.save_trace(small, tmp_path / "small.npz")
+    with pytest.raises(PlacementInputError, match="fit traces of one model together"):
+        solve(trace, topo, "layer-time", also=str(tmp_path / "small.npz"), **SERVING)

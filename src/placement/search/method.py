@@ -98,6 +98,21 @@ def window_traces(trace: Trace, windows: int) -> list[Trace]:
     return out
 
 
+def _also_traces(also: str, trace: Trace) -> list[Trace]:
+    """The traces named by ``also`` (comma-separated files), each of ``trace``'s model shape."""
+    from ..trace import load_trace
+
+    out = []
+    for path in [p.strip() for p in also.split(",") if p.strip()]:
+        other = load_trace(path)
+        if (other.num_layers, other.num_experts, other.top_k) != (trace.num_layers, trace.num_experts, trace.top_k):
+            raise input_error(f"has {other.num_layers} layers x {other.num_experts} experts, top-{other.top_k}; the "
+                              f"trace fitted has {trace.num_layers} x {trace.num_experts}, top-{trace.top_k}: fit "
+                              "traces of one model together", path, "also")
+        out.append(other)
+    return out
+
+
 def _nodes(topology: Topology) -> int:
     G, servers = topology.num_gpus, topology.num_servers
     even = G % servers == 0 and np.all(np.bincount(topology.server_of) == G // servers)
@@ -136,7 +151,8 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
                       replica: str = "vllm", transport: str = "nccl", tokens_per_step: int = 0,
                       tokens_per_gpu: int = 0, dispatch_dtype: str = "bf16", combine_dtype: str = "bf16",
                       gpu: str = "", overlap: bool = False, time_limit: float = 60.0, current: str = "",
-                      max_moves: int = -1, windows: int = 1, robust: str = "mean", max_load: str = "eplb") -> Solution:
+                      max_moves: int = -1, windows: int = 1, robust: str = "mean", max_load: str = "eplb",
+                      also: str = "") -> Solution:
     """The ``layer-time`` method (module docstring)."""
     from ..progress import begin
 
@@ -176,9 +192,12 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
                               current, "slots_per_gpu")
         origin = deployed.slots.astype(np.int64)
     traces = window_traces(trace, windows) if windows > 1 else [trace]
+    traces += _also_traces(also, trace)
     objectives = [StepObjective.build(t, topology, **serving) for t in traces]
     objective = objectives[0] if len(objectives) == 1 else MultiObjective(objectives, robust)
     load = objective.sent.sum(axis=1)  # [L, E] selections per step, the search's unit of GPU load
+    if len(objectives) > 1:
+        w = load  # the starts balance the combined load of every trace fitted
     cap = None
     if max_load == "eplb":
         cap = max_gpu_load(eplb_slots(load, P, G, nodes, trace.model.num_groups), load)
@@ -234,7 +253,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     info.update({"max_load_over_bound_median": float(np.median(ratio)),
                  "max_load_over_bound_worst": float(ratio.max())})
     if len(objectives) > 1:
-        info.update({"windows": windows, "robust": robust})
+        info.update({"windows": windows, "robust": robust, "traces_fitted": len(objectives)})
     objective_value = float(times.sum())
     return make_solution(placement, "layer-time", termination=termination, objective=objective_value,
                          wall_time=time.perf_counter() - t0, info=info, limit=run.limit)
@@ -275,5 +294,7 @@ register(Method(
                     minimum=1),
              Option("robust", str, "mean", "over windows: mean step time, or per layer the worst window",
                     choices=("mean", "max")),
+             Option("also", str, "", "more traces or load snapshots (comma-separated files) fitted together with "
+                    "the trace, combined by robust (load shift)"),
              Option("max_load", str, "eplb", "eplb: no GPU of a layer busier than under EPLB with the same slots "
                     "(even split over replicas); free: step time alone decides", choices=("eplb", "free")))))
