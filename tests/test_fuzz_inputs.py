@@ -866,3 +866,17 @@ def test_unreadable_and_unwritable_code_paths(tmp_path, good, monkeypatch):
     refused(["solve", "--trace", good / "t.npz", "--topology", "fat-tree:2x2", "--out", tmp_path / "p.json"],
             ("not writable",))
     assert loaded == []
+
+
+def test_limits_are_stated_and_can_be_raised(monkeypatch, good):
+    """A refusal names the limit and its variable; setting the variable moves the limit both ways."""
+    monkeypatch.setenv("PLACEMENT_MAX_GPUS", "3")
+    line = refused(["topology", "show", "fat-tree:2x2"], ("PLACEMENT_MAX_GPUS",))
+    assert "4 GPUs" in line and "limit of 3 (max_gpus)" in line
+    monkeypatch.setenv("PLACEMENT_MAX_GPUS", "4")
+    assert cli(["topology", "show", "fat-tree:2x2"])[0] == 0
+    monkeypatch.setenv("PLACEMENT_MAX_REPLICA_TABLE_ENTRIES", "10")  # 2 layers x 4 GPUs x 8 experts x 1 = 64
+    refused(["evaluate", "--placement", good / "p.json", "--trace", good / "t.npz", "--topology", "fat-tree:2x2"],
+            ("max_replica_table_entries",))
+    monkeypatch.setenv("PLACEMENT_MAX_GPUS", "lots")
+    refused(["topology", "show", "fat-tree:2x2"], ("PLACEMENT_MAX_GPUS",))

@@ -56,6 +56,10 @@ def replica_tables(placement: Placement, topology: Topology) -> tuple[np.ndarray
     holds = counts > 0
     nholds = holds.sum(axis=2)  # [L, E]
     R = int(nholds.max())
+    from ..limits import check_limit  # the tables below take ~40 bytes per [L, G, E, R] entry
+
+    check_limit("max_replica_table_entries", placement.num_layers * G * placement.num_experts * R,
+                None if placement.source == "<memory>" else placement.source, "slots")
     # replica GPUs of each (layer, expert) in increasing GPU order, -1 padded: [L, E, R]
     rep = np.argsort(~holds, axis=2, kind="stable")[..., :R]
     valid = np.arange(R)[None, None, :] < nholds[..., None]
