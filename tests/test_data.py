@@ -18,11 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_samples_are_the_files_of_data_traces(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     found = data.samples()
-    on_disk = sorted(p.stem for p in (ROOT / "data" / "traces").iterdir() if p.suffix in data.SAMPLE_SUFFIXES)
-    assert sorted(found) == on_disk and "deepseek-v3" in found
+    folder = ROOT / "data" / "traces"
+    on_disk = sorted(p.stem for p in folder.iterdir() if p.suffix in data.SAMPLE_SUFFIXES)
+    on_disk += sorted(f"domains/{p.stem}" for p in (folder / "domains").iterdir() if p.suffix in data.SAMPLE_SUFFIXES)
+    assert sorted(found) == sorted(on_disk) and "deepseek-v3" in found and "domains/olmoe-arxiv" in found
+    assert len(on_disk) == len(set(on_disk))
     for name, file in found.items():
-        assert file.is_file() and file.stem == name
-        assert file.resolve() == (ROOT / "data" / "traces" / file.name).resolve()
+        assert file.is_file() and f"{file.parent.name}/{file.stem}".endswith(name)
+        assert file.resolve() == (folder / f"{name}{file.suffix}").resolve()
 
 
 def test_trace_and_path(monkeypatch, tmp_path):
@@ -33,6 +36,8 @@ def test_trace_and_path(monkeypatch, tmp_path):
     assert (t.experts == direct.experts).all()
     assert data.path("mixtral-8x7b-top1.npy") == data.path("mixtral-8x7b-top1")
     assert data.trace("mixtral-8x7b-64tokens").num_tokens == 64
+    real = ROOT / "data" / "traces" / "domains" / "mixtral-8x7b-c4.npz"
+    assert data.path("domains/mixtral-8x7b-c4.npz").resolve() == real == data.path("domains/mixtral-8x7b-c4").resolve()
 
 
 def test_unknown_sample_names_the_choices():
@@ -47,12 +52,17 @@ def test_wheel_carries_every_sample():
     (src/placement/data/samples) leads to data/traces."""
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")  # tomllib is 3.11+; the project supports 3.10
     section = text.split("[tool.setuptools.package-data]", 1)[1]
-    globs = re.findall(r'"([^"]+)"', re.search(r"^placement = \[(.*?)\]", section, flags=re.M).group(1))
+    globs = re.findall(r'"([^"]+)"', re.search(r"^placement = \[(.*?)\]", section, flags=re.M | re.S).group(1))
     assert "py.typed" in globs
     link = ROOT / "src" / "placement" / "data" / "samples"
     assert link.resolve() == (ROOT / "data" / "traces").resolve()
-    for file in data.samples().values():
-        assert any(fnmatch(f"data/samples/{file.name}", g) for g in globs), file.name
+    def matches(rel: str, glob: str) -> bool:  # setuptools globs: "*" never crosses a "/"
+        parts, pattern = rel.split("/"), glob.split("/")
+        return len(parts) == len(pattern) and all(fnmatch(a, b) for a, b in zip(parts, pattern, strict=True))
+
+    assert not matches("data/samples/domains/x.npz", "data/samples/*.npz")
+    for name, file in data.samples().items():
+        assert any(matches(f"data/samples/{name}{file.suffix}", g) for g in globs), name
 
 
 def test_api_refuses_wrong_types_with_the_input_error(tmp_path):

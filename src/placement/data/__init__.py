@@ -2,7 +2,9 @@
 
 The samples are the small synthetic traces of ``data/traces/`` (one per model preset of
 :mod:`placement.trace.synthesize`, plus the same routing in the ExFlow ``.npy`` and long CSV
-formats; ``data/traces/README.md`` says how each was made).  A wheel ships them as package data
+formats) and, in its sub-folder ``domains/``, real per-domain expert load counts of OLMoE and
+Mixtral-8x7B (count traces named ``domains/<model>-<domain>``, from the allenai/OLMoE repository,
+Apache-2.0); ``data/traces/README.md`` says how each was made.  A wheel ships them as package data
 (``placement/data/samples/``, which in the source tree is a link to ``data/traces/``); an editable
 install or a checkout without the link finds them at the repository root.  :func:`samples` lists
 them, :func:`path` gives a sample's file and :func:`trace` loads it.
@@ -15,6 +17,9 @@ True
 (32, 8, 2)
 >>> data.path("mixtral-8x7b-top1").suffix
 '.npy'
+>>> real = data.trace("domains/olmoe-arxiv")
+>>> real.kind, real.num_layers, real.model.moe_layers, real.metadata["domain"]
+('counts', 3, (0, 7, 15), 'arxiv')
 """
 
 from __future__ import annotations
@@ -52,13 +57,18 @@ def sample_dir() -> Path:
 
 
 def samples() -> dict[str, Path]:
-    """Every sample: name (the file's stem, e.g. ``"deepseek-v3"``) -> file, sorted by name."""
+    """Every sample: name -> file, sorted by name.  The name is the file's stem (``"deepseek-v3"``),
+    prefixed by its sub-folder for the samples one folder down (``"domains/olmoe-arxiv"``)."""
     folder = sample_dir()
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in SAMPLE_SUFFIXES and p.is_file()}
+    files = [p for p in folder.iterdir() if p.suffix in SAMPLE_SUFFIXES and p.is_file()]
+    files += [p for sub in folder.iterdir() if sub.is_dir() and not sub.name.startswith((".", "_"))
+              for p in sub.iterdir() if p.suffix in SAMPLE_SUFFIXES and p.is_file()]
+    found = {p.relative_to(folder).with_suffix("").as_posix(): p for p in files}
+    return dict(sorted(found.items()))
 
 
 def path(name: str) -> Path:
-    """The file of sample ``name`` (its stem, or its file name with the suffix)."""
+    """The file of sample ``name`` (its name in :func:`samples`, with or without the file's suffix)."""
     if not isinstance(name, str):
         raise input_error(f"must be a sample name (a string), got {type(name).__name__}", field="name")
     known = samples()
