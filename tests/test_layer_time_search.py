@@ -155,3 +155,32 @@ def test_also_fits_several_traces_at_once(case, tmp_path):
     placement.save_trace(small, tmp_path / "small.npz")
     with pytest.raises(PlacementInputError, match="fit traces of one model together"):
         solve(trace, topo, "layer-time", also=str(tmp_path / "small.npz"), **SERVING)
+
+
+def test_split_routing_lp_is_exact_and_no_worse_than_an_even_split(case):
+    from placement.formulations.split_routing import solve_split_routing
+
+    trace, topo = case
+    sol = solve(trace, topo, "layer-time", replica="split", transport="nccl", time_limit=20)
+    p = sol.placement
+    assert p.routing is not None
+    np.testing.assert_allclose(p.routing.sum(axis=3), 1.0)
+    m = evaluate(p, trace, topo, replica="split", transport="nccl")
+    assert sol.objective == pytest.approx(m.step_time, rel=1e-12)
+    # the LP's optimum is the evaluator's dispatch + combine link time of its routing (latency terms aside), and
+    # an even split over replicas (a feasible routing under the cap) is never faster on the links
+    obj = StepObjective.build(trace, topo, replica="split", transport="nccl")
+    rs = p.replica_slots()
+    count = np.maximum(p.num_replicas(), 1)
+    even = np.broadcast_to((np.where(rs >= 0, 1.0, 0.0) / count[..., None])[:, None], p.routing.shape).copy()
+    L, G = p.num_layers, p.num_gpus
+    routing, seconds = solve_split_routing(p.slots.astype(np.int64), obj.sent, topo,
+                                           obj.setup.dispatch_wire.bytes_per_token,
+                                           obj.setup.combine_wire.bytes_per_token, np.full((L, G), np.inf), rs)
+    lp = obj.times(p.slots, routing)
+    ev = obj.times(p.slots, even)
+    latency = topo.latency[~np.eye(G, dtype=bool)].max()
+    comm_lp = lp.phase_time[:, [0, 2]].sum(axis=1)
+    comm_even = ev.phase_time[:, [0, 2]].sum(axis=1)
+    np.testing.assert_allclose(comm_lp, seconds + 2 * latency, rtol=1e-6)
+    assert (comm_lp <= comm_even * (1 + 1e-9)).all()

@@ -18,6 +18,13 @@ MoE layers (:func:`placement.evaluate`'s ``step_time`` with the same ``replica``
     search only accepts what the evaluator confirms, the result is never slower than any start on
     the trace it was fitted to (in-sample).  No optimality claim (termination ``heuristic``, no bound).
 
+``replica="split"``
+    The optimiser also chooses the routing fractions: the placement is searched under an even split over
+    replicas (vLLM's rule), then each layer's fractions come from the LP of
+    :mod:`placement.formulations.split_routing` (least dispatch + combine link time, no GPU busier than
+    under the even split), kept where the evaluator's ``split`` rule finds them faster, and written into
+    :attr:`Placement.routing`.  Not with DeepEP (its per-token de-duplication is not linear in them).
+
 Options beyond the step model's
     ``current`` (a placement file) with ``max_moves`` (experts per layer that may change GPUs,
     ``-1`` unlimited): the migration budget; the search starts from ``current`` and only exchanges
@@ -169,9 +176,10 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     serving = {"replica": replica, "transport": transport, "tokens_per_step": tokens_per_step or None,
                "tokens_per_gpu": tokens_per_gpu or None, "dispatch_dtype": dispatch_dtype,
                "combine_dtype": combine_dtype, "gpu": gpu or None, "overlap": overlap}
-    if replica == "split":
-        raise input_error("layer-time optimises for a stack's own replica rule; 'split' (own routing fractions) "
-                          "is not built yet: choose vllm, trtllm, sglang-static, sglang-dynamic or nearest",
+    split = replica == "split"
+    if split and transport == "deepep":
+        raise input_error("replica='split' optimises routing fractions on expected flows without de-duplication; "
+                          "DeepEP de-duplicates per token: use transport nccl or deepep-ll, or a stack's rule",
                           field="replica")
     if max_moves >= 0 and not current:
         raise input_error("max_moves bounds the experts that move from the deployed placement; give it with "
@@ -193,7 +201,9 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         origin = deployed.slots.astype(np.int64)
     traces = window_traces(trace, windows) if windows > 1 else [trace]
     traces += _also_traces(also, trace)
-    objectives = [StepObjective.build(t, topology, **serving) for t in traces]
+    # with split routing the placement is searched under an even split (vLLM's rule), then routed by the LP
+    searched = dict(serving, replica="vllm") if split else serving
+    objectives = [StepObjective.build(t, topology, **searched) for t in traces]
     objective = objectives[0] if len(objectives) == 1 else MultiObjective(objectives, robust)
     load = objective.sent.sum(axis=1)  # [L, E] selections per step, the search's unit of GPU load
     if len(objectives) > 1:
@@ -234,18 +244,22 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
             info["seeds"] = {n: float(per[n].sum()) for n in names}
             info["seed_of_layer"] = {n: int((pick == i).sum()) for i, n in enumerate(names)}
         budget = None if max_moves < 0 else np.full(L, max_moves)
-        res = improve(objective, start, deadline=run.deadline.until(), origin=origin, max_moves=budget,
-                      load_cap=cap, run=run, load=load)
+        res = improve(objective, start, deadline=run.deadline.until(share=0.7 if split else 1.0), origin=origin,
+                      max_moves=budget, load_cap=cap, run=run, load=load)
         slots, times = res.slots, res.layer_time
         info.update({"rounds": res.rounds, "evaluations": objective.evaluations[0], "timed_out": res.timed_out})
+    routing = None
+    if split:
+        routing, times = _route(slots, traces, topology, serving, load, run, info)
+        objectives = [StepObjective.build(t, topology, **serving) for t in traces]
     if origin is not None:
         moved = moved_experts(slots, origin, E)
         expert_bytes = objectives[0].setup.expert.weight_bytes if objectives[0].setup.expert is not None else 0
         info.update({"experts_moved": int(moved.sum()), "experts_moved_max_layer": int(moved.max()),
                      "bytes_moved": float(_bytes_moved(slots, origin, E) * expert_bytes)})
-    placement = Placement(slots, num_experts=E, metadata={"method": "layer-time", "solver": solver,
-                                                          "num_replicas": P, **{k: v for k, v in serving.items()
-                                                                                if v is not None}})
+    placement = Placement(slots, num_experts=E, routing=routing,
+                          metadata={"method": "layer-time", "solver": solver, "num_replicas": P,
+                                    **{k: v for k, v in serving.items() if v is not None}})
     count = np.maximum(placement.num_replicas(), 1)
     share = w / count
     load = slot_loads(slots, share).sum(axis=2)
@@ -257,6 +271,34 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     objective_value = float(times.sum())
     return make_solution(placement, "layer-time", termination=termination, objective=objective_value,
                          wall_time=time.perf_counter() - t0, info=info, limit=run.limit)
+
+
+def _route(slots: np.ndarray, traces: list, topology: Topology, serving: dict, load: np.ndarray, run,
+           info: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Routing fractions of ``replica='split'``: per layer the LP of :mod:`placement.formulations.split_routing`
+    (no GPU above the layer's busiest under an even split), kept where the evaluator finds it faster than
+    the even split; ``(routing [L, G, E, R], seconds per layer)`` under the split rule."""
+    from ..formulations.split_routing import solve_split_routing
+
+    objectives = [StepObjective.build(t, topology, **serving) for t in traces]
+    objective = objectives[0] if len(objectives) == 1 else MultiObjective(objectives, info.get("robust", "mean"))
+    holder = Placement(slots, num_experts=load.shape[1])
+    rs = holder.replica_slots()  # [L, E, R]
+    count = np.maximum(holder.num_replicas(), 1)
+    peak = slot_loads(slots, load / count).sum(axis=2).max(axis=1)  # [L] busiest GPU, even split
+    G = slots.shape[1]
+    setup = objective.setup
+    routing, seconds = solve_split_routing(slots, objective.sent, topology, setup.dispatch_wire.bytes_per_token,
+                                           setup.combine_wire.bytes_per_token,
+                                           np.broadcast_to(peak[:, None], (len(peak), G)), rs, run=run)
+    even = np.where(rs >= 0, 1.0, 0.0) / count[..., None]
+    even = np.broadcast_to(even[:, None], routing.shape).copy()
+    t_lp = objective.layer_times(slots, routing)
+    t_even = objective.layer_times(slots, even)
+    use = t_lp < t_even
+    routing = np.where(use[:, None, None, None], routing, even)
+    info.update({"routing_lp_layers": int(use.sum()), "routing_lp_seconds": float(np.nansum(seconds))})
+    return routing, np.where(use, t_lp, t_even)
 
 
 def _bytes_moved(slots: np.ndarray, origin: np.ndarray, E: int) -> int:
