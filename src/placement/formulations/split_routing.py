@@ -72,8 +72,6 @@ def build_split_routing(slots: np.ndarray, sent: np.ndarray, route: sp.csr_matri
 def routing_table(f: np.ndarray, live: np.ndarray, slots: np.ndarray, replica_slots: np.ndarray) -> np.ndarray:
     """``float64 [G, E, R]``: the fractions ``f [G, P_live]`` of one layer as :attr:`Placement.routing` rows,
     replicas in ``replica_slots int [E, R]`` order (flat slot ids, ``-1`` padded)."""
-    G = f.shape[0]
-    E, R = replica_slots.shape
     col_of_slot = np.full(slots.size, -1, dtype=np.int64)
     col_of_slot[live] = np.arange(live.size)
     idx = np.where(replica_slots >= 0, col_of_slot[np.maximum(replica_slots, 0)], -1)  # [E, R]
