@@ -19,6 +19,8 @@ Sections
     ``migration`` a placement fitted to the first half of the trace, re-fitted to the second half with at
                  most B experts per layer moving: step time on the second half / the unchanged placement's.
     ``shift``    fit on the first half, score on the second (out of sample): single fit vs ``windows=2``.
+    ``domains``  real load shift (per-domain expert counts of OLMoE and Mixtral from allenai/OLMoE): fit on
+                 one domain, or robustly on the four others (``also=``), score on the held-out domain.
 """
 
 from __future__ import annotations
@@ -173,7 +175,45 @@ def shift(args) -> None:
                   f"{step(sol.placement, second, topo, **serving) / ref_out:>14.4f}", flush=True)
 
 
-SECTIONS = {"compare": compare, "balance": balance, "deepep": deepep, "migration": migration, "shift": shift}
+def domains(args) -> None:
+    """Real load shift: per-domain expert counts of OLMoE (8 GPUs) and Mixtral (4 GPUs), leave one domain out."""
+    from placement import data
+
+    doms = ("arxiv", "book", "c4", "github", "wikipedia")
+    serving = {"replica": "vllm", "transport": "nccl"}
+    print("fit on other domains, score on the held-out one (out of sample); step time / EPLB fitted to one other "
+          "domain, median over the held-out domain x fitted domain pairs")
+    print(f"{'model':<14}{'topology':<14}{'EPLB 1 domain':>14}{'layer-time 1':>14}{'robust mean':>13}{'robust max':>12}"
+          f"{'EPLB max/mean':>15}")
+    for model, topo in (("olmoe", "fat-tree:2x4"), ("mixtral-8x7b", "fat-tree:1x4")):
+        traces = {d: data.trace(f"domains/{model}-{d}") for d in doms}
+        paths = {d: str(data.path(f"domains/{model}-{d}")) for d in doms}
+        single_eplb, single_lt, rob_mean, rob_max, imbalance = [], [], [], [], []
+        for test in doms:
+            others = [d for d in doms if d != test]
+            ref = {}
+            for fit in others:
+                eplb = solve(traces[fit], topo, "eplb").placement
+                ref[fit] = step(eplb, traces[test], topo, **serving)
+                m = placement.evaluate(eplb, traces[test], topo)
+                imbalance.append(float((m.gpu_load.max(axis=1) / m.gpu_load.mean(axis=1)).mean()))
+                lt = solve(traces[fit], topo, "layer-time", time_limit=args.time_limit, **serving, **WIRE).placement
+                single_eplb.append(1.0)
+                single_lt.append(step(lt, traces[test], topo, **serving) / ref[fit])
+            for robust, out in (("mean", rob_mean), ("max", rob_max)):
+                first, rest = others[0], ",".join(paths[d] for d in others[1:])
+                sol = solve(traces[first], topo, "layer-time", also=rest, robust=robust, time_limit=args.time_limit,
+                            **serving, **WIRE)
+                t = step(sol.placement, traces[test], topo, **serving)
+                out.extend(t / ref[f] for f in others)
+        print(f"{model:<14}{topo:<14}{np.median(single_eplb):>14.4f}{np.median(single_lt):>14.4f}"
+              f"{np.median(rob_mean):>13.4f}{np.median(rob_max):>12.4f}{np.median(imbalance):>15.3f}", flush=True)
+        print(f"{'':<28}worst: layer-time 1 {max(single_lt):.4f}, robust mean {max(rob_mean):.4f}, robust max "
+              f"{max(rob_max):.4f}", flush=True)
+
+
+SECTIONS = {"compare": compare, "balance": balance, "deepep": deepep, "migration": migration, "shift": shift,
+            "domains": domains}
 
 
 def main() -> None:
