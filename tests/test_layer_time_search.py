@@ -126,7 +126,7 @@ def test_no_layer_busier_than_under_eplb(case):
     trace, topo = case
     from placement.search.method import eplb_slots, max_gpu_load
 
-    sol = solve(trace, topo, "layer-time", time_limit=20, replica="sglang-static", transport="nccl")
+    sol = solve(trace, topo, "layer-time", time_limit=20, replica="sglang-static", transport="nccl", max_load="eplb")
     w = as_stats(trace).load.astype(np.float64)
     P = sol.placement.num_gpus * sol.placement.slots_per_gpu
     eplb = solve(trace, topo, "eplb").placement
@@ -184,3 +184,16 @@ def test_split_routing_lp_is_exact_and_no_worse_than_an_even_split(case):
     comm_even = ev.phase_time[:, [0, 2]].sum(axis=1)
     np.testing.assert_allclose(comm_lp, seconds + 2 * latency, rtol=1e-6)
     assert (comm_lp <= comm_even * (1 + 1e-9)).all()
+
+
+def test_full_slots_and_the_smaller_layout(case):
+    trace, topo = case
+    E, G = trace.num_experts, topo.num_gpus
+    sol = solve(trace, topo, "layer-time", time_limit=20, **SERVING)
+    assert (sol.placement.slots >= 0).all()  # what SGLang, TensorRT-LLM and vllm-ascend can load
+    used = sol.info["redundant_used"]
+    assert sol.placement.slots_per_gpu * G == E + used and used in (0, G)
+    loose = solve(trace, topo, "layer-time", time_limit=20, full=False, fewer_slots=False, **SERVING)
+    assert loose.placement.slots_per_gpu * G == E + G  # the budget's layout, slots may stay empty
+    eplb_time = evaluate(solve(trace, topo, "eplb").placement, trace, topo, **SERVING).step_time
+    assert sol.objective <= eplb_time * (1 + 1e-12)

@@ -9,7 +9,7 @@ Every layer is searched at once (layers are independent in the step model).  One
    the selections that cross the critical link (even split over replicas), or the busiest GPU's load.
    Re-targets follow: a spare replica (its expert keeps another) or an empty slot takes one of the
    hottest experts per replica, or a spare replica is dropped (fewer weights to read on a
-   memory-bound GPU); then exchanges without an improving estimate fill ``width``.
+   memory-bound GPU; not when every slot must stay filled); then exchanges without an improving estimate fill ``width``.
 2. **Decide.** Apply the ``k``-th move of every layer, ``k = 0 .. width - 1``, one evaluator
    call per ``k`` (the exact step-model figure, all layers in one call), and keep per layer the
    fastest if it beats the current layer time by more than ``1e-9`` relative.
@@ -114,7 +114,7 @@ class _Guide:
 
 
 def _rank(slots_l: np.ndarray, sent_l: np.ndarray, step: dict, guide: _Guide, cap: float,
-          allowed_movers: np.ndarray | None, width: int) -> list[tuple]:
+          allowed_movers: np.ndarray | None, width: int, full: bool = False) -> list[tuple]:
     """About ``width`` moves of one layer: exchanges ``("x", g1, s1, g2, s2)`` with an improving estimate,
     best first, then re-targets ``("r", g, s, expert or -1)``, then the other exchanges."""
     G, S = slots_l.shape
@@ -180,7 +180,7 @@ def _rank(slots_l: np.ndarray, sent_l: np.ndarray, step: dict, guide: _Guide, ca
     order = np.argsort(-gpu_load[g_of], kind="stable")  # busiest GPUs' slots first
     for i in order[spare[order]]:
         g, sl = divmod(int(i), S)
-        if live[i]:
+        if live[i] and not full:
             retarget.append(("r", g, sl, -1))
         for x in hot:
             if not held[g, x] and x != e[i] and gpu_load[g] - item[i] + total[x] / (count[x] + 1) <= cap:
@@ -218,14 +218,16 @@ def _bottleneck(st, layer: int, guide: _Guide, overlap: bool) -> dict:
 def improve(objective: StepObjective, slots: np.ndarray, *, time_limit: float = 60.0, width: int | None = None,
             patience: int = 2, max_rounds: int = 10_000, load_cap: np.ndarray | None = None,
             origin: np.ndarray | None = None, max_moves: np.ndarray | None = None,
-            deadline: float | None = None, run=None, load: np.ndarray | None = None) -> SearchResult:
+            deadline: float | None = None, run=None, load: np.ndarray | None = None,
+            full: bool = False) -> SearchResult:
     """Improve ``slots int [L, G, S]`` on ``objective`` (module docstring); stops at ``time_limit`` seconds.
 
     ``width``: moves evaluated per layer and round (default: every move of a layer of at most 16 slots,
     else 6).  ``run`` (a :class:`placement.progress.Run`): progress reports (seconds per step), its
     deadline, and Ctrl-C, after which the last whole round's placement is returned.  ``load float64
     [L, E]``: the selections ``load_cap`` bounds (default: ``objective.sent`` summed over senders);
-    every accepted move keeps each layer's busiest GPU, even split over replicas, within the cap."""
+    every accepted move keeps each layer's busiest GPU, even split over replicas, within the cap.  ``full``:
+    never empty a slot (no replica is dropped; exchanges and re-targets keep every slot filled)."""
     t0 = time.perf_counter()
     end = deadline if deadline is not None else t0 + time_limit
     guard = run.interruptible() if run is not None else contextlib.nullcontext()
@@ -245,14 +247,14 @@ def improve(objective: StepObjective, slots: np.ndarray, *, time_limit: float = 
     state = [slots, best, 0, False]
     with guard:
         _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_moves, width, patience,
-              max_rounds, end, run, weight, load_cap is not None, E, L)
+              max_rounds, end, run, weight, load_cap is not None, E, L, full)
     stopped = state[3] or (run is not None and run.stopped)
     return SearchResult(slots=state[0], layer_time=state[1], rounds=state[2], evaluations=objective.evaluations[0],
                         timed_out=bool(stopped))
 
 
 def _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_moves, width, patience, max_rounds,
-          end, run, weight, capped, E, L) -> None:
+          end, run, weight, capped, E, L, full) -> None:
     """The rounds of :func:`improve`, writing each whole round into ``state``."""
     slots, best = state[0], state[1]
     rounds = 0
@@ -267,7 +269,7 @@ def _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_
             if origin is not None and max_moves is not None:
                 movers = _movers(slots[layer], origin[layer], E, int(max_moves[layer]))
             cands[layer] = _rank(slots[layer], objective.sent[layer], _bottleneck(st, layer, guide, overlap),
-                                 guide, float(cap[layer]), movers, width)
+                                 guide, float(cap[layer]), movers, width, full)
         depth = max((len(c) for c in cands), default=0)
         if depth == 0:
             break

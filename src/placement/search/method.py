@@ -134,6 +134,28 @@ def eplb_slots(w: np.ndarray, P: int, G: int, nodes: int, groups: int) -> np.nda
     return np.asarray(rebalance_experts(w, P, groups, nodes, G).slots(G), dtype=np.int64)
 
 
+def fill_slots(slots: np.ndarray, w: np.ndarray, node_of_gpu: np.ndarray | None = None) -> np.ndarray:
+    """``slots int64 [L, G, S]`` with every empty slot given a replica: each, in turn, to the expert with the
+    most selections per replica that its GPU does not hold yet (D'Hondt, as EPLB adds replicas), among the
+    experts held on the GPU's node (``node_of_gpu int [G]``) when there are any.  What a
+    serving stack can load: SGLang, TensorRT-LLM and vllm-ascend address every physical slot."""
+    out = np.array(slots, dtype=np.int64, copy=True)
+    L, G, S = out.shape
+    E = w.shape[1]
+    node = np.zeros(G, dtype=np.int64) if node_of_gpu is None else np.asarray(node_of_gpu)
+    for layer, g, j in np.argwhere(out < 0):  # empty slots only (at most a few per GPU)
+        count = np.bincount(out[layer][out[layer] >= 0], minlength=E)
+        per = w[layer] / np.maximum(count, 1)
+        per[out[layer, g][out[layer, g] >= 0]] = -np.inf  # never a second copy on this GPU
+        # prefer an expert already on this GPU's node: its tokens then split inside the node
+        near = np.zeros(E, dtype=bool)
+        here = out[layer][node == node[g]]
+        near[here[here >= 0]] = True
+        pick = np.where(near & np.isfinite(per), per, -np.inf)
+        out[layer, g, j] = int(np.argmax(pick)) if np.isfinite(pick).any() else int(np.argmax(per))
+    return out
+
+
 def _seeds(w: np.ndarray, E: int, G: int, P: int, nodes: int, groups: int) -> dict[str, np.ndarray]:
     """Starting placements ``int64 [L, G, P / G]`` (spare slots empty)."""
     from ..baselines.eplb import rebalance_experts
@@ -154,12 +176,57 @@ def _seeds(w: np.ndarray, E: int, G: int, P: int, nodes: int, groups: int) -> di
     return seeds
 
 
+def _full_seeds(seeds: dict[str, np.ndarray], w: np.ndarray, node_of_gpu: np.ndarray) -> dict[str, np.ndarray]:
+    """The starts with every empty slot filled (:func:`fill_slots`)."""
+    return {name: fill_slots(s, w, node_of_gpu) if (s < 0).any() else s for name, s in seeds.items()}
+
+
+def _pick_starts(objective, seeds: dict[str, np.ndarray], cap, load: np.ndarray, run):
+    """Score the starts in order (EPLB first: there is always one) while time lasts; per layer the fastest within
+    the cap.  ``(start [L, G, S], seconds per start {name: [L]}, pick [L], names)``."""
+    per: dict[str, np.ndarray] = {}
+    with run.interruptible():
+        for name, start_slots in seeds.items():
+            if per and run.stopped:
+                break
+            per[name] = objective.layer_times(start_slots)
+            run.update(incumbent=float(np.min(list(per.values()), axis=0).sum()), stage=f"start {name}")
+    if not per:  # Ctrl-C before the first start was scored
+        first = next(iter(seeds))
+        per[first] = objective.layer_times(seeds[first])
+    names = list(per)
+    table = np.stack([per[n] for n in names])  # [starts, L]
+    if cap is not None:  # a start above the cap in a layer is not a start there (EPLB's own never is)
+        over = np.stack([max_gpu_load(seeds[n], load) > cap * (1 + 1e-12) for n in names])
+        table = np.where(over, np.inf, table)
+    pick = np.argmin(table, axis=0)
+    L = table.shape[1]
+    start = np.stack([seeds[names[pick[lay]]][lay] for lay in range(L)])
+    return start, per, pick, names
+
+
+def _alltoall_start(stats, topology: Topology, S: int, seconds: float, run) -> np.ndarray | None:
+    """``alltoall-time``'s heuristic placement (one copy per expert, least busiest-link time), its spare slots
+    empty, within ``seconds``; ``None`` when the experts do not divide over the GPUs."""
+    from ..formulations.alltoall import alltoall_time_method
+
+    E, G = stats.trace.num_experts, topology.num_gpus
+    if E % G or seconds <= 0.05:
+        return None
+    sol = alltoall_time_method(stats, topology, solver="heuristic", time_limit=seconds)
+    if getattr(sol.limit, "value", sol.limit) == "interrupted":  # its own run saw the Ctrl-C: so does ours
+        run.interrupted = True
+    base = sol.placement.slots.astype(np.int64)
+    pad = np.full(base.shape[:2] + (S - base.shape[2],), -1, dtype=np.int64)
+    return np.concatenate([base, pad], axis=2)
+
+
 def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1, solver: str = "search",
                       replica: str = "vllm", transport: str = "nccl", tokens_per_step: int = 0,
                       tokens_per_gpu: int = 0, dispatch_dtype: str = "bf16", combine_dtype: str = "bf16",
                       gpu: str = "", overlap: bool = False, time_limit: float = 60.0, current: str = "",
-                      max_moves: int = -1, windows: int = 1, robust: str = "mean", max_load: str = "eplb",
-                      also: str = "") -> Solution:
+                      max_moves: int = -1, windows: int = 1, robust: str = "mean", max_load: str = "free",
+                      also: str = "", full: bool = True, fewer_slots: bool = True) -> Solution:
     """The ``layer-time`` method (module docstring)."""
     from ..progress import begin
 
@@ -209,7 +276,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     if len(objectives) > 1:
         w = load  # the starts balance the combined load of every trace fitted
     cap = None
-    if max_load == "eplb":
+    if max_load == "eplb":  # note: EPLB with the budget's slots; starts without spare slots must meet it too
         cap = max_gpu_load(eplb_slots(load, P, G, nodes, trace.model.num_groups), load)
         if origin is not None:  # the deployed placement is where the search starts: it may stay as busy
             cap = np.maximum(cap, max_gpu_load(origin, load))
@@ -225,29 +292,39 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
             start = origin
         else:
             seeds = _seeds(w, E, G, P, nodes, trace.model.num_groups)
-            per: dict[str, np.ndarray] = {}
-            with run.interruptible():
-                for name, start_slots in seeds.items():  # EPLB first: there is always a start
-                    if per and run.stopped:
-                        break
-                    per[name] = objective.layer_times(start_slots)
-                    run.update(incumbent=float(np.min(list(per.values()), axis=0).sum()), stage=f"start {name}")
-            if not per:  # Ctrl-C before the first start was scored
-                per["eplb"] = objective.layer_times(seeds["eplb"])
-            names = list(per)
-            table = np.stack([per[n] for n in names])  # [seeds, L]
-            if cap is not None:  # a start above the cap in a layer is not a start there (EPLB's own never is)
-                over = np.stack([max_gpu_load(seeds[n], load) > cap * (1 + 1e-12) for n in names])
-                table = np.where(over, np.inf, table)
-            pick = np.argmin(table, axis=0)
-            start = np.stack([seeds[names[pick[lay]]][lay] for lay in range(L)])
+            # the congestion-aware one-copy placement, for a fifth of the time: on rail-optimised clusters which
+            # GPU of a server holds an expert decides which NIC its tokens cross
+            a2a = _alltoall_start(stats, topology, P // G, 0.2 * run.deadline.budget(), run) if windows == 1 and not also \
+                else None
+            if a2a is not None:
+                seeds["alltoall-time"] = a2a
+            lean: dict[str, np.ndarray] = {}
+            S0 = E // G if E % G == 0 else 0
+            if full and fewer_slots and S0 and P > E:  # starts that use no spare slot, as placements of E / G slots
+                lean = {n: s_[:, :, :S0] for n, s_ in seeds.items() if (s_[:, :, S0:] < 0).all()
+                        and (s_[:, :, :S0] >= 0).all()}
+            if full:
+                seeds = _full_seeds(seeds, w, topology.server_of)
+            start, per, pick, names = _pick_starts(objective, seeds, cap, load, run)
             info["seeds"] = {n: float(per[n].sum()) for n in names}
             info["seed_of_layer"] = {n: int((pick == i).sum()) for i, n in enumerate(names)}
+            if lean and not run.stopped:
+                lean_cap = None if cap is None else cap
+                lstart, lper, lpick, lnames = _pick_starts(objective, lean, lean_cap, load, run)
+                lbest = np.min(np.stack([lper[n] for n in lnames]), axis=0)
+                best = np.min(np.stack([per[n] for n in names]), axis=0)
+                if cap is not None:
+                    lbest = np.where(max_gpu_load(lstart, load) > cap * (1 + 1e-12), np.inf, lbest)
+                if np.isfinite(lbest).all() and lbest.sum() < best.sum():
+                    start = lstart
+                    info["seeds"] = {f"{n} (no spare slot)": float(lper[n].sum()) for n in lnames}
+                    info["seed_of_layer"] = {n: int((lpick == i).sum()) for i, n in enumerate(lnames)}
         budget = None if max_moves < 0 else np.full(L, max_moves)
         res = improve(objective, start, deadline=run.deadline.until(share=0.7 if split else 1.0), origin=origin,
-                      max_moves=budget, load_cap=cap, run=run, load=load)
+                      max_moves=budget, load_cap=cap, run=run, load=load, full=full)
         slots, times = res.slots, res.layer_time
         info.update({"rounds": res.rounds, "evaluations": objective.evaluations[0], "timed_out": res.timed_out})
+    info["redundant_used"] = int(slots.shape[1] * slots.shape[2] - E)
     routing = None
     if split:
         routing, times = _route(slots, traces, topology, serving, load, run, info)
@@ -258,7 +335,8 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         info.update({"experts_moved": int(moved.sum()), "experts_moved_max_layer": int(moved.max()),
                      "bytes_moved": float(_bytes_moved(slots, origin, E) * expert_bytes)})
     placement = Placement(slots, num_experts=E, routing=routing,
-                          metadata={"method": "layer-time", "solver": solver, "num_replicas": P,
+                          metadata={"method": "layer-time", "solver": solver,
+                                    "num_replicas": slots.shape[1] * slots.shape[2],
                                     **{k: v for k, v in serving.items() if v is not None}})
     count = np.maximum(placement.num_replicas(), 1)
     share = w / count
@@ -338,5 +416,9 @@ register(Method(
                     choices=("mean", "max")),
              Option("also", str, "", "more traces or load snapshots (comma-separated files) fitted together with "
                     "the trace, combined by robust (load shift)"),
-             Option("max_load", str, "eplb", "eplb: no GPU of a layer busier than under EPLB with the same slots "
+             Option("full", bool, True, "every slot holds an expert, as SGLang, TensorRT-LLM and vllm-ascend need "
+                    "(false: slots may stay empty, which no serving stack loads)"),
+             Option("fewer_slots", bool, True, "with full slots, the method may leave the redundant slots out "
+                    "(E / G slots per GPU) when that is faster; info['redundant_used'] says"),
+             Option("max_load", str, "free", "eplb: no GPU of a layer busier than under EPLB with the same slots "
                     "(even split over replicas); free: step time alone decides", choices=("eplb", "free")))))
