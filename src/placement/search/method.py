@@ -44,7 +44,7 @@ import numpy as np
 from ..errors import input_error
 from ..formulations.layer_time import _place, load_lower_bound, pack, replica_counts, slot_loads
 from ..placement import Placement, load_placement
-from ..registry import Method, Option, register
+from ..registry import Method, Option, register, used_only_with
 from ..solution import Solution, Termination, make_solution
 from .local import improve, max_gpu_load, moved_experts
 from .objective import StepObjective
@@ -391,8 +391,9 @@ register(Method(
     "layer-time", "least serving-step time with replicas, for the stack's replica rule and transport "
     "(evaluator-scored search from EPLB and fast-path starts)",
     "placement.search.method:layer_time_method", needs="load", kind="formulation", objective="step_time",
-    options=(Option("redundant", int, -1, "extra replicas per layer (-1: at least one per GPU, rounded up so slots "
-                    "divide over GPUs)", minimum=-1),
+    options=used_only_with((
+             Option("redundant", int, -1, "extra replicas per layer (-1: at least one per GPU, rounded up so slots "
+                    "divide over GPUs)", minimum=0, auto=-1),
              Option("solver", str, "search", "fast (numpy, ~25 ms) or search (evaluator-scored local search)",
                     choices=("fast", "search")),
              Option("replica", str, "vllm", "the serving stack's replica rule the placement is for",
@@ -421,4 +422,5 @@ register(Method(
              Option("fewer_slots", bool, True, "with full slots, the method may leave the redundant slots out "
                     "(E / G slots per GPU) when that is faster; info['redundant_used'] says"),
              Option("max_load", str, "free", "eplb: no GPU of a layer busier than under EPLB with the same slots "
-                    "(even split over replicas); free: step time alone decides", choices=("eplb", "free")))))
+                    "(even split over replicas); free: step time alone decides", choices=("eplb", "free"))),
+        ("time_limit", "full", "fewer_slots", "max_load"), "solver", ("search",))))
