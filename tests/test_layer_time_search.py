@@ -197,3 +197,12 @@ def test_full_slots_and_the_smaller_layout(case):
     assert loose.placement.slots_per_gpu * G == E + G  # the budget's layout, slots may stay empty
     eplb_time = evaluate(solve(trace, topo, "eplb").placement, trace, topo, **SERVING).step_time
     assert sol.objective <= eplb_time * (1 + 1e-12)
+
+
+def test_jobs_give_the_same_answer(case):
+    trace, topo = case
+    one = solve(trace, topo, "layer-time", time_limit=30, **SERVING)
+    two = solve(trace, topo, "layer-time", time_limit=30, jobs=2, **SERVING)
+    if not (one.info["timed_out"] or two.info["timed_out"]):  # a search that ran to its end is deterministic
+        assert np.array_equal(one.placement.slots, two.placement.slots)
+    assert two.objective == pytest.approx(evaluate(two.placement, trace, topo, **SERVING).step_time, rel=1e-12)

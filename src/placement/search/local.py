@@ -219,14 +219,15 @@ def improve(objective: StepObjective, slots: np.ndarray, *, time_limit: float = 
             patience: int = 2, max_rounds: int = 10_000, load_cap: np.ndarray | None = None,
             origin: np.ndarray | None = None, max_moves: np.ndarray | None = None,
             deadline: float | None = None, run=None, load: np.ndarray | None = None,
-            full: bool = False) -> SearchResult:
+            full: bool = False, jobs: int = 1) -> SearchResult:
     """Improve ``slots int [L, G, S]`` on ``objective`` (module docstring); stops at ``time_limit`` seconds.
 
     ``width``: moves evaluated per layer and round (default: every move of a layer of at most 16 slots,
     else 6).  ``run`` (a :class:`placement.progress.Run`): progress reports (seconds per step), its
     deadline, and Ctrl-C, after which the last whole round's placement is returned.  ``load float64
     [L, E]``: the selections ``load_cap`` bounds (default: ``objective.sent`` summed over senders);
-    every accepted move keeps each layer's busiest GPU, even split over replicas, within the cap.  ``full``:
+    every accepted move keeps each layer's busiest GPU, even split over replicas, within the cap.  ``jobs``:
+    worker processes scoring that many trial placements at once (the same answer as one process).  ``full``:
     never empty a slot (no replica is dropped; exchanges and re-targets keep every slot filled)."""
     t0 = time.perf_counter()
     end = deadline if deadline is not None else t0 + time_limit
@@ -245,16 +246,21 @@ def improve(objective: StepObjective, slots: np.ndarray, *, time_limit: float = 
     active = np.ones(L, dtype=bool)
     # the last whole round's [slots, layer times, rounds, stopped early]: what a Ctrl-C returns
     state = [slots, best, 0, False]
-    with guard:
-        _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_moves, width, patience,
-              max_rounds, end, run, weight, load_cap is not None, E, L, full)
+    pool = _Pool(objective, jobs) if jobs > 1 else None
+    try:
+        with guard:
+            _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_moves, width, patience,
+                  max_rounds, end, run, weight, load_cap is not None, E, L, full, pool)
+    finally:
+        if pool is not None:
+            pool.close()
     stopped = state[3] or (run is not None and run.stopped)
     return SearchResult(slots=state[0], layer_time=state[1], rounds=state[2], evaluations=objective.evaluations[0],
                         timed_out=bool(stopped))
 
 
 def _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_moves, width, patience, max_rounds,
-          end, run, weight, capped, E, L, full) -> None:
+          end, run, weight, capped, E, L, full, pool) -> None:
     """The rounds of :func:`improve`, writing each whole round into ``state``."""
     slots, best = state[0], state[1]
     rounds = 0
@@ -276,23 +282,28 @@ def _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_
         best_slots = slots.copy()
         improved = np.zeros(L, dtype=bool)
         new_best = best.copy()
-        for k in range(depth):
+        batch = max(1, pool.workers if pool is not None else 1)
+        for k0 in range(0, depth, batch):
             if time.perf_counter() >= end or (run is not None and run.stopped):
                 state[3] = True
                 break
-            trial = slots.copy()
-            touched = np.zeros(L, dtype=bool)
-            for layer in range(L):
-                if k < len(cands[layer]):
-                    _apply(trial[layer], cands[layer][k])
-                    touched[layer] = True
-            times = objective.layer_times(trial)
-            better = touched & (times < new_best * (1 - 1e-9))
-            if capped:
-                better &= max_gpu_load(trial, weight) <= cap * (1 + 1e-12)
-            best_slots[better] = trial[better]
-            new_best[better] = times[better]
-            improved |= better
+            trials, touches = [], []
+            for k in range(k0, min(depth, k0 + batch)):
+                trial = slots.copy()
+                touched = np.zeros(L, dtype=bool)
+                for layer in range(L):
+                    if k < len(cands[layer]):
+                        _apply(trial[layer], cands[layer][k])
+                        touched[layer] = True
+                trials.append(trial)
+                touches.append(touched)
+            if pool is not None:
+                results = pool.map(trials)
+                objective.evaluations[0] += len(trials)
+            else:
+                results = [objective.layer_times(t) for t in trials]
+            for trial, touched, times in zip(trials, touches, results, strict=True):
+                _keep(trial, touched, times, new_best, best_slots, improved, capped, weight, cap)
         if origin is not None and max_moves is not None:
             over = moved_experts(best_slots, origin, E) > max_moves
             best_slots[over], new_best[over], improved[over] = slots[over], best[over], False
@@ -304,6 +315,52 @@ def _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_
         state[0], state[1], state[2] = slots, best, rounds  # a whole round: what an interrupt returns
         if run is not None:
             run.update(incumbent=float(best.sum()), stage=f"round {rounds}: {int(active.sum())} of {L} layers searched")
+
+
+def _keep(trial: np.ndarray, touched: np.ndarray, times: np.ndarray, new_best: np.ndarray, best_slots: np.ndarray,
+          improved: np.ndarray, capped: bool, weight: np.ndarray, cap: np.ndarray) -> None:
+    """Keep, per layer, ``trial``'s layer when it beats the best so far this round (and keeps the load cap)."""
+    better = touched & (times < new_best * (1 - 1e-9))
+    if capped:
+        better &= max_gpu_load(trial, weight) <= cap * (1 + 1e-12)
+    best_slots[better] = trial[better]
+    new_best[better] = times[better]
+    improved |= better
+
+
+class _Pool:
+    """Worker processes that score trial placements on one objective (``jobs`` > 1), ignoring Ctrl-C (the main
+    process handles it and stops the pool)."""
+
+    def __init__(self, objective, jobs: int) -> None:
+        import concurrent.futures
+        import multiprocessing
+
+        self.workers = jobs
+        ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+        self.executor = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx,
+                                                               initializer=_worker_init, initargs=(objective,))
+
+    def map(self, trials: list[np.ndarray]) -> list[np.ndarray]:
+        return list(self.executor.map(_worker_times, trials))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+_WORKER_OBJECTIVE = None
+
+
+def _worker_init(objective) -> None:
+    import signal
+
+    global _WORKER_OBJECTIVE
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER_OBJECTIVE = objective
+
+
+def _worker_times(trial: np.ndarray) -> np.ndarray:
+    return _WORKER_OBJECTIVE.layer_times(trial)
 
 
 def _movers(slots_l: np.ndarray, origin_l: np.ndarray, E: int, budget: int) -> np.ndarray:

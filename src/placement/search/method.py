@@ -36,6 +36,7 @@ Options beyond the step model's
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -226,7 +227,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
                       tokens_per_gpu: int = 0, dispatch_dtype: str = "bf16", combine_dtype: str = "bf16",
                       gpu: str = "", overlap: bool = False, time_limit: float = 60.0, current: str = "",
                       max_moves: int = -1, windows: int = 1, robust: str = "mean", max_load: str = "free",
-                      also: str = "", full: bool = True, fewer_slots: bool = True) -> Solution:
+                      also: str = "", full: bool = True, fewer_slots: bool = True, jobs: int = 1) -> Solution:
     """The ``layer-time`` method (module docstring)."""
     from ..progress import begin
 
@@ -321,7 +322,8 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
                     info["seed_of_layer"] = {n: int((lpick == i).sum()) for i, n in enumerate(lnames)}
         budget = None if max_moves < 0 else np.full(L, max_moves)
         res = improve(objective, start, deadline=run.deadline.until(share=0.7 if split else 1.0), origin=origin,
-                      max_moves=budget, load_cap=cap, run=run, load=load, full=full)
+                      max_moves=budget, load_cap=cap, run=run, load=load, full=full,
+                      jobs=jobs or (os.cpu_count() or 1))
         slots, times = res.slots, res.layer_time
         info.update({"rounds": res.rounds, "evaluations": objective.evaluations[0], "timed_out": res.timed_out})
     info["redundant_used"] = int(slots.shape[1] * slots.shape[2] - E)
@@ -422,5 +424,7 @@ register(Method(
              Option("fewer_slots", bool, True, "with full slots, the method may leave the redundant slots out "
                     "(E / G slots per GPU) when that is faster; info['redundant_used'] says"),
              Option("max_load", str, "free", "eplb: no GPU of a layer busier than under EPLB with the same slots "
-                    "(even split over replicas); free: step time alone decides", choices=("eplb", "free"))),
-        ("time_limit", "full", "fewer_slots", "max_load"), "solver", ("search",))))
+                    "(even split over replicas); free: step time alone decides", choices=("eplb", "free")),
+             Option("jobs", int, 1, "worker processes scoring trial placements in parallel (0: one per CPU core)",
+                    minimum=0)),
+        ("time_limit", "full", "fewer_slots", "max_load", "jobs"), "solver", ("search",))))
