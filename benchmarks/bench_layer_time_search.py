@@ -36,6 +36,8 @@ import numpy as np
 import placement
 from placement.api import solve
 from placement.search.method import window_traces
+from placement.stats import TraceStats
+from placement.topology import preset
 
 TRACES = {"deepseek-v3": "deepseek-v3", "qwen3": "qwen3-235b-a22b", "deepseekmoe": "deepseekmoe-16b"}
 PRESETS = ("fat-tree:4x8", "sparse-fat-tree:4x8", "rail:4x8",
@@ -57,7 +59,7 @@ def max_load(p, trace, topo) -> float:
     """Mean over layers of the largest GPU load, every replica serving an even share (EPLB's model)."""
     from placement.search.method import max_gpu_load
 
-    w = placement.stats.TraceStats(trace).load.astype(float)
+    w = TraceStats(trace).load.astype(float)
     return float(max_gpu_load(p.slots.astype(np.int64), w).mean())
 
 
@@ -110,9 +112,9 @@ def balance(args) -> None:
     print(f"{'trace':<12}{'gpus':>5} {'method':<22}{'median':>9}{'worst':>9}{'  (max GPU load / bound per layer)'}")
     for tname in args.traces:
         trace = trace_of(tname)
-        w = placement.stats.TraceStats(trace).load.astype(float)
+        w = TraceStats(trace).load.astype(float)
         for topo in ("fat-tree:4x8", "fat-tree:8x8"):
-            G = placement.topology.preset(topo).num_gpus
+            G = preset(topo).num_gpus
             if w.shape[1] % G:
                 continue
             S = w.shape[1] // G
