@@ -124,12 +124,14 @@ def _stat_dump(tmp_path, trace: Trace):
     return path
 
 
-@pytest.fixture(scope="module")
-def solved(tmp_path_factory, recorded) -> tuple:
-    """SGLang stat dump -> trace -> EPLB placement on 4 GPUs -> placement file, with no layout flag anywhere."""
+@pytest.fixture(scope="module", params=["eplb", "layer-time"])
+def solved(tmp_path_factory, recorded, request) -> tuple:
+    """SGLang stat dump -> trace -> EPLB (or layer-time, full slots) placement on 4 GPUs -> placement file, with
+    no layout flag anywhere."""
     d = tmp_path_factory.mktemp("stacks")
     trace = import_trace(_stat_dump(d, recorded), "sglang-dump", top_k=K)
-    sol = placement.solve(trace, "fat-tree:2x2", method="eplb", redundant=4)
+    extra = {"replica": "sglang-static", "time_limit": 10, "fewer_slots": False} if request.param == "layer-time" else {}
+    sol = placement.solve(trace, "fat-tree:2x2", method=request.param, redundant=4, **extra)
     sol.placement.save(d / "p.json")
     return d, trace, load_placement(d / "p.json")
 
