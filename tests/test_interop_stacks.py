@@ -130,7 +130,8 @@ def solved(tmp_path_factory, recorded, request) -> tuple:
     no layout flag anywhere."""
     d = tmp_path_factory.mktemp("stacks")
     trace = import_trace(_stat_dump(d, recorded), "sglang-dump", top_k=K)
-    extra = {"replica": "sglang-static", "time_limit": 10, "fewer_slots": False} if request.param == "layer-time" else {}
+    extra = {"replica": "sglang-static", "time_limit": 10, "fewer_slots": False} \
+        if request.param == "layer-time" else {}
     sol = placement.solve(trace, "fat-tree:2x2", method=request.param, redundant=4, **extra)
     sol.placement.save(d / "p.json")
     return d, trace, load_placement(d / "p.json")
