@@ -82,6 +82,7 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
     "moetuner": [{"cost": "cross"}, {"cost": "hops"}],
     "moetuner-joint": [{"cost": "cross"}, {"eps": 1.0}],
     "eplb": [{"faithful": True}],
+    "layer-time": [{"replica": "sglang-static"}, {"overlap": True}],
 }
 VARIANT_INSTANCES = ("chain-top2", SMALLEST, "pair-top1")
 #: options that put a method on its MILP path, so the backend under test is used

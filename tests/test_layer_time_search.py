@@ -206,3 +206,25 @@ def test_jobs_give_the_same_answer(case):
     if not (one.info["timed_out"] or two.info["timed_out"]):  # a search that ran to its end is deterministic
         assert np.array_equal(one.placement.slots, two.placement.slots)
     assert two.objective == pytest.approx(evaluate(two.placement, trace, topo, **SERVING).step_time, rel=1e-12)
+
+
+def test_the_cut_bound_by_hand_and_below_every_placement():
+    from placement.search.bounds import server_cuts
+
+    # fat-tree:4x8: a server owns its GPUs and their NICs; 8 NIC uplinks of 50 GB/s leave it
+    out_bw, in_bw = server_cuts(preset("fat-tree:4x8"))
+    assert out_bw.tolist() == in_bw.tolist() == [8 * 50e9] * 4
+    # sparse-fat-tree:4x8 (oversubscription 4): a rack (leaf, 2 servers) owns its leaf; 16 x 50 GB/s / 4 leaves it
+    sparse = preset("sparse-fat-tree:4x8")
+    rack_out, _ = server_cuts(sparse, sparse.rack_of)
+    assert rack_out.tolist() == [16 * 50e9 / 4] * 2
+    # the bound is below the evaluator's figure of every placement tried, at DeepSeek-V3 scale
+    trace = placement.data.trace("deepseek-v3")
+    for topo in ("fat-tree:4x8", "sparse-fat-tree:4x8"):
+        sol = solve(trace, topo, "layer-time", solver="fast", **SERVING | {"transport": "nccl"})
+        assert sol.bound is not None and 0 < sol.bound <= sol.objective
+        for m in ("contiguous", "eplb"):
+            p = solve(trace, topo, m).placement
+            assert sol.bound <= evaluate(p, trace, topo, **SERVING | {"transport": "nccl"}).step_time
+    deepep = solve(trace, "fat-tree:4x8", "layer-time", solver="fast", **SERVING)
+    assert deepep.bound is None and deepep.gap is None  # de-duplication: no bound claimed

@@ -349,8 +349,22 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     if len(objectives) > 1:
         info.update({"windows": windows, "robust": robust, "traces_fitted": len(objectives)})
     objective_value = float(times.sum())
+    bound = _bound(traces, topology, objectives, P // G, robust)
     return make_solution(placement, "layer-time", termination=termination, objective=objective_value,
-                         wall_time=time.perf_counter() - t0, info=info, limit=run.limit)
+                         bound=bound, wall_time=time.perf_counter() - t0, info=info, limit=run.limit)
+
+
+def _bound(traces: list, topology: Topology, objectives: list[StepObjective], slots_per_gpu: int,
+           robust: str) -> float | None:
+    """The proven lower bound of :mod:`placement.search.bounds` for the slot budget, combined over the traces
+    fitted as the objective combines them (mean or per-layer max); ``None`` under de-duplicating transports."""
+    from .bounds import step_time_bound
+
+    per = [step_time_bound(t, topology, o.setup, slots_per_gpu) for t, o in zip(traces, objectives, strict=True)]
+    if any(b is None for b in per):
+        return None
+    stack = np.stack(per)
+    return float((stack.mean(axis=0) if robust == "mean" or len(per) == 1 else stack.max(axis=0)).sum())
 
 
 def _route(slots: np.ndarray, traces: list, topology: Topology, serving: dict, load: np.ndarray, run,
