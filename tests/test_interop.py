@@ -308,3 +308,26 @@ def test_importing_interop_loads_neither_torch_nor_matplotlib():
             "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_interop_archives_are_sized_from_their_headers_before_loading(tmp_path, monkeypatch):
+    from placement.errors import PlacementInputError
+    from placement.interop._common import read_mapping
+
+    # an .npy whose header declares 8 TB and holds nothing: refused from the header, nothing allocated
+    big = tmp_path / "big.npy"
+    with big.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    with pytest.raises(PlacementInputError, match="max_archive_bytes"):
+        read_mapping(big)
+    # an .npz within the file-size limit whose members unpack past the archive limit (lowered here)
+    small = tmp_path / "a.npz"
+    np.savez(small, phy2log=np.zeros((4, 64), dtype=np.int64))
+    assert read_mapping(small)["phy2log"].shape == (4, 64)
+    monkeypatch.setenv("PLACEMENT_MAX_ARCHIVE_BYTES", "1000")
+    with pytest.raises(PlacementInputError, match="exceed the limit of 1000"):
+        read_mapping(small)
+    broken = tmp_path / "b.npz"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(PlacementInputError, match="is not a numpy .npz archive"):
+        read_mapping(broken)

@@ -69,6 +69,8 @@ LIMITS: dict[str, Limit] = {lim.name: lim for lim in (
           "entries of the evaluator's nearest-replica tables (layers x gpus x experts x most replicas of an expert)",
           "give the hottest experts fewer replicas or evaluate on fewer GPUs"),
     Limit("max_file_bytes", 4 << 30, "bytes in one input file", "split the file"),
+    Limit("max_archive_bytes", 8 << 30, "bytes unpacked from one archive or array file (.pt, .npz, .npy)",
+          "split the file"),
     Limit("max_yaml_nodes", 5_000_000, "YAML nodes once aliases are expanded",
           "write the data out without nested aliases"),
 )}

@@ -59,6 +59,32 @@ def _check_file(path: Path, src: str) -> None:
     input_path(path, src)
 
 
+def _check_unpacked_size(p: Path, suffix: str, src: str) -> None:
+    """Refuse, before loading, an archive (``.pt`` and ``.npz`` are zip files) whose members unpack to more
+    than ``max_archive_bytes``, or an ``.npy`` whose header declares more (read from the headers only)."""
+    import zipfile
+
+    from ..limits import check_limit
+
+    try:
+        if suffix == ".npy":
+            with p.open("rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0(fh))
+            size = int(np.prod(shape, dtype=object)) * int(dtype.itemsize)
+        else:
+            if suffix == ".pt" and not zipfile.is_zipfile(p):
+                return  # torch's legacy format: torch.load reads it (or says why not); the file size is checked
+            with zipfile.ZipFile(p) as archive:
+                size = sum(int(info.file_size) for info in archive.infolist())
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        what = {".pt": "a .pt file (a zip archive)", ".npz": "a numpy .npz archive (a zip file)",
+                ".npy": "a numpy .npy array"}[suffix]
+        raise input_error(f"is not {what}: {type(exc).__name__}: {' '.join(str(exc).split())}", src) from None
+    check_limit("max_archive_bytes", size, src)
+
+
 def read_mapping(path: str | os.PathLike[str], suffixes: tuple[str, ...] | None = None) -> Any:
     """Read ``path`` by its extension and return what it holds (a dict, a list or an array).
 
@@ -71,6 +97,8 @@ def read_mapping(path: str | os.PathLike[str], suffixes: tuple[str, ...] | None 
     if suffixes is not None and suffix not in suffixes:
         raise input_error(f"unsupported extension '{p.suffix}'; use one of {list(suffixes)}", src)
     _check_file(p, src)
+    if suffix in (".pt", ".npz", ".npy"):
+        _check_unpacked_size(p, suffix, src)
     try:
         if suffix == ".pt":
             torch = require_torch(src)
