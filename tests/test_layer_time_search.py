@@ -228,3 +228,20 @@ def test_the_cut_bound_by_hand_and_below_every_placement():
             assert sol.bound <= evaluate(p, trace, topo, **SERVING | {"transport": "nccl"}).step_time
     deepep = solve(trace, "fat-tree:4x8", "layer-time", solver="fast", **SERVING)
     assert deepep.bound is None and deepep.gap is None  # de-duplication: no bound claimed
+
+
+def test_cli_compare_optimises_layer_time_for_the_evaluated_stack(case, tmp_path):
+    from placement.cli import main
+
+    trace, _ = case
+    tpath, out = tmp_path / "t.npz", tmp_path / "cmp.json"
+    placement.save_trace(trace, tpath)
+    code = main(["compare", "--trace", str(tpath), "--topology", "fat-tree:2x4", "--methods", "eplb,layer-time",
+                 "--replica", "sglang-static", "--option", "layer-time.time_limit=10", "--format", "json",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert rows["layer-time"]["replica"] == "sglang-static"  # evaluated, and optimised, for that rule
+    assert rows["layer-time"]["step_time_ms"] <= rows["eplb"]["step_time_ms"] * (1 + 1e-9)

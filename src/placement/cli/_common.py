@@ -87,6 +87,23 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--overlap", action="store_true", help="two micro-batches overlap communication and compute")
 
 
+#: evaluation flags a step-time method (``layer-time``) takes as its own options when not set otherwise
+SERVING_FLAGS = ("replica", "transport", "tokens_per_step", "tokens_per_gpu", "dispatch_dtype", "combine_dtype",
+                 "gpu", "overlap")
+
+
+def serving_options(method: Any, given: dict[str, str], args: argparse.Namespace) -> dict[str, str]:
+    """``given`` with the evaluation flags of ``args`` added for the options ``method`` has of that name and
+    ``given`` does not set: a method that optimises the serving step optimises it for the stack the report
+    evaluates."""
+    names = {o.name for o in method.options}
+    out = dict(given)
+    for key, value in eval_kwargs(args).items():
+        if key in SERVING_FLAGS and key in names and key not in out and value not in (None, False):
+            out[key] = str(value)
+    return out
+
+
 def eval_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`placement.evaluate.evaluate` given by :func:`add_eval_options`."""
     return {"dispatch": args.dispatch, "dedup": args.dedup, "origins": args.origins,

@@ -19,6 +19,7 @@ from ._common import (
     model_line,
     parse_kv,
     render_comparison,
+    serving_options,
 )
 
 __all__ = ["register", "run", "split_methods"]
@@ -79,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
             load_placement(spec)  # a missing or malformed file fails here, before any solve
             continue
         name, inline = parse_method_spec(spec)
-        get_method(name).parse_options({**per_method.get(name, {}), **inline})
+        method = get_method(name)
+        # a step-time method is optimised for the stack the table evaluates (unless its options say otherwise)
+        per_method[name] = {k: v for k, v in serving_options(method, {**per_method.get(name, {}), **inline},
+                                                             args).items() if k not in inline}
+        method.parse_options({**per_method[name], **inline})
     trace = load_trace(args.trace)
     test = load_test_trace(args, trace)
     from ..progress import print_report

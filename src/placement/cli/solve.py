@@ -19,14 +19,11 @@ from ._common import (
     model_line,
     parse_kv,
     render_comparison,
+    serving_options,
     step_report,
 )
 
 __all__ = ["register", "run"]
-
-#: evaluation flags a step-time method takes as its own options when --option does not set them
-_SERVING_FLAGS = ("replica", "transport", "tokens_per_step", "tokens_per_gpu", "dispatch_dtype", "combine_dtype",
-                  "gpu", "overlap")
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -76,10 +73,7 @@ def run(args: argparse.Namespace) -> int:
             raise input_error(f"method '{args.method}' keeps no migration budget; use --method layer-time",
                               field="--from")
         given.setdefault("current", args.current)
-    # a method that optimises the serving step optimises it for the stack the report evaluates
-    for key, value in eval_kwargs(args).items():
-        if key in names and key not in given and value not in (None, False) and key in _SERVING_FLAGS:
-            given[key] = str(value)
+    given = serving_options(method, given, args)
     method.parse_options(given)  # every option checked before the files are read
     trace = load_trace(args.trace)
     topo = as_topology(args.topology)
