@@ -242,6 +242,6 @@ def test_cli_compare_optimises_layer_time_for_the_evaluated_stack(case, tmp_path
     assert code == 0
     import json
 
-    rows = json.loads(out.read_text())["rows"]
+    rows = json.loads(out.read_text())  # --out: {method: row}
     assert rows["layer-time"]["replica"] == "sglang-static"  # evaluated, and optimised, for that rule
     assert rows["layer-time"]["step_time_ms"] <= rows["eplb"]["step_time_ms"] * (1 + 1e-9)
