@@ -265,7 +265,7 @@ def _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_
     slots, best = state[0], state[1]
     rounds = 0
     while active.any() and rounds < max_rounds:
-        if time.perf_counter() >= end or (run is not None and run.stopped):
+        if time.perf_counter() + objective.eval_seconds() >= end or (run is not None and run.stopped):
             state[3] = True
             break
         rounds += 1
@@ -284,7 +284,8 @@ def _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_
         new_best = best.copy()
         batch = max(1, pool.workers if pool is not None else 1)
         for k0 in range(0, depth, batch):
-            if time.perf_counter() >= end or (run is not None and run.stopped):
+            # stop before an evaluator call that would end past the deadline (seconds each at 256 GPUs)
+            if time.perf_counter() + objective.eval_seconds() >= end or (run is not None and run.stopped):
                 state[3] = True
                 break
             trials, touches = [], []
@@ -310,8 +311,8 @@ def _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_
         slots, best = best_slots, new_best
         stale = np.where(improved, 0, stale + 1)
         active &= stale < patience
-        if improved.any():
-            st, best = objective.assess(slots)
+        if improved.any() and time.perf_counter() + objective.eval_seconds() < end:
+            st, best = objective.assess(slots)  # what guides the next round
         state[0], state[1], state[2] = slots, best, rounds  # a whole round: what an interrupt returns
         if run is not None:
             run.update(incumbent=float(best.sum()), stage=f"round {rounds}: {int(active.sum())} of {L} layers searched")

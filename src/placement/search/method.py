@@ -74,6 +74,9 @@ class MultiObjective:
         self.evaluations[0] += 1
         return self.objectives[0].times(slots, routing)
 
+    def eval_seconds(self) -> float:
+        return float(sum(o.eval_seconds() for o in self.objectives))
+
     def layer_times(self, slots: np.ndarray, routing: np.ndarray | None = None) -> np.ndarray:
         self.evaluations[0] += len(self.objectives)
         per = np.stack([o.layer_times(slots, routing) for o in self.objectives])
@@ -188,8 +191,8 @@ def _pick_starts(objective, seeds: dict[str, np.ndarray], cap, load: np.ndarray,
     per: dict[str, np.ndarray] = {}
     with run.interruptible():
         for name, start_slots in seeds.items():
-            if per and run.stopped:
-                break
+            if per and (run.stopped or run.deadline.budget() < 1.5 * objective.eval_seconds()):
+                break  # (at scale one evaluator call takes seconds: stop before the one that would overrun)
             per[name] = objective.layer_times(start_slots)
             run.update(incumbent=float(np.min(list(per.values()), axis=0).sum()), stage=f"start {name}")
     if not per:  # Ctrl-C before the first start was scored

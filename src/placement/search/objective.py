@@ -13,6 +13,7 @@ GPU pairs each link carries.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,8 @@ class StepObjective:
     senders: str
     sent: np.ndarray = field(repr=False)
     evaluations: list[int] = field(default_factory=lambda: [0], repr=False)
+    #: [seconds, calls] of the evaluator calls so far (what the next one will roughly take)
+    timing: list[float] = field(default_factory=lambda: [0.0, 0.0], repr=False)
 
     @classmethod
     def build(cls, trace: Trace, topology: Topology, *, replica: str = "vllm", transport: str = "nccl",
@@ -92,10 +95,18 @@ class StepObjective:
 
     def times(self, slots: np.ndarray, routing: np.ndarray | None = None) -> StepTimes:
         """The evaluator's :class:`StepTimes` of ``slots int [L, G, S]`` (all layers)."""
+        t0 = time.perf_counter()
         placement = Placement(np.asarray(slots), num_experts=self.trace.num_experts, routing=routing)
         self.evaluations[0] += 1
         senders = self.senders if self.senders != "uniform" else "round_robin"
-        return step_times(placement, self.trace, self.topology, self.setup, senders=senders)
+        out = step_times(placement, self.trace, self.topology, self.setup, senders=senders)
+        self.timing[0] += time.perf_counter() - t0
+        self.timing[1] += 1
+        return out
+
+    def eval_seconds(self) -> float:
+        """Mean seconds of one evaluator call so far (0 before the first)."""
+        return self.timing[0] / self.timing[1] if self.timing[1] else 0.0
 
     def layer_times(self, slots: np.ndarray, routing: np.ndarray | None = None) -> np.ndarray:
         """``float64 [L]`` seconds per layer of one serving step."""
