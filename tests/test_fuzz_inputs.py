@@ -840,6 +840,31 @@ def test_unreadable_input_and_unwritable_output(tmp_path, good):
         locked.chmod(0o755)
 
 
+@pytest.mark.skipif(not (ROOT and shutil.which("setpriv")), reason="needs root and setpriv to drop the capabilities")
+def test_unreadable_input_and_unwritable_output_without_capabilities(tmp_path, good):
+    """Root with every capability dropped (setpriv) obeys file permissions like an unprivileged user: the real
+    CLI process refuses an unreadable trace and an unwritable --out folder on one line, before any solve."""
+    t = tmp_path / "t.npz"
+    shutil.copy(good / "t.npz", t)
+    t.chmod(0)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    drop = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-m", "placement"]
+    try:
+        for argv, want in ((["solve", "--trace", str(t), "--topology", "fat-tree:2x2"], "permission denied"),
+                           (["compare", "--trace", str(good / "t.npz"), "--topology", "fat-tree:2x2", "--methods",
+                             "eplb,exflow", "--out", str(locked / "c.csv")], "not writable")):
+            r = subprocess.run([*drop, *argv], capture_output=True, text=True, env=env, timeout=120)
+            assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+            assert len(r.stderr.splitlines()) == 1 and want in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert list(locked.iterdir()) == []
+    finally:
+        t.chmod(0o644)
+        locked.chmod(0o755)
+
+
 def test_unreadable_and_unwritable_code_paths(tmp_path, good, monkeypatch):
     """The same two checks without relying on permissions (which root ignores): the open and the temporary file
     are made to fail, and the refusal comes before the trace is even loaded."""
