@@ -153,6 +153,7 @@ def deepep(args) -> None:
 def migration(args) -> None:
     serving = {"replica": "vllm", "transport": "nccl"}
     topo = "rail:4x8"
+    curves = {}
     for tname in args.traces:
         trace = trace_of(tname)
         first, second = window_traces(trace, 2)
@@ -162,12 +163,43 @@ def migration(args) -> None:
             path = Path(tmp) / "current.json"
             deployed.save(path)
             print(f"{tname}: step on the drifted half / unchanged placement, by experts allowed to move per layer")
+            points = []
             for budget in (0, 8, 32, 128, -1):
                 sol = solve(second, topo, "layer-time", current=str(path), max_moves=budget,
                             time_limit=args.time_limit, **serving, **WIRE)
                 label = "all" if budget < 0 else str(budget)
-                print(f"  B={label:>4}: {step(sol.placement, second, topo, **serving) / base:.4f}  moved "
+                ratio = step(sol.placement, second, topo, **serving) / base
+                points.append((label, sol.info["experts_moved"], ratio))
+                print(f"  B={label:>4}: {ratio:.4f}  moved "
                       f"{sol.info['experts_moved']} experts ({sol.info['bytes_moved'] / 1e9:.1f} GB)", flush=True)
+            curves[tname] = points
+    if args.plot_dir:
+        _plot_migration(curves, Path(args.plot_dir) / "migration.png")
+
+
+def _plot_migration(curves: dict, out: Path) -> None:
+    """Step time saved against experts moved, one line per trace, each point labelled by its budget B."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
+    for name, points in curves.items():
+        moved = [m for _, m, _ in points]
+        saved = [100 * (1 - r) for _, _, r in points]
+        ax.plot(moved, saved, marker="o", label=name)
+        for (label, m, r) in points:
+            ax.annotate(f"B={label}", (m, 100 * (1 - r)), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xlabel("experts moved (all layers)")
+    ax.set_ylabel("step time saved vs the deployed placement (%)")
+    ax.set_title("Re-fitting a drifted placement under a migration budget (rail:4x8, vLLM)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out)
+    print(f"   wrote {out}")
 
 
 def shift(args) -> None:
@@ -232,6 +264,7 @@ def main() -> None:
     parser.add_argument("--traces", nargs="+", default=list(TRACES), choices=list(TRACES))
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--time-limit", type=float, default=30.0)
+    parser.add_argument("--plot-dir", help="write the migration plot (migration.png) here")
     parser.add_argument("--balance-time", type=float, default=120.0, help="time limit of the balance MILP")
     parser.add_argument("--slow", action="store_true", help="also transmission-load, alltoall-time, exflow")
     args = parser.parse_args()
