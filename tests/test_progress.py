@@ -1,7 +1,7 @@
 """Progress reports, shared deadlines and Ctrl-C for every long-running method (placement.progress).
 
-Time budget: about 25 s in all (the time-limit test runs six methods for 2 s each, the Ctrl-C
-tests four for about a second each).
+Time budget: about 30 s in all (the time-limit test runs eight methods for 2 s each, the Ctrl-C
+tests six for about a second each and two for a fraction of one).
 """
 
 from __future__ import annotations
@@ -226,30 +226,105 @@ def _python_sigint_handler():
         signal.signal(signal.SIGINT, previous)
 
 
-# one per family: per-layer loop with MILPs, multi-stage with a big MILP, sequential ILPs, joint MILP
-INTERRUPTED = [("alltoall-time", "v3", True), ("exflow", "moe16", True), ("moetuner", "moe16", False),
-               ("moetuner-joint", "moe16", False), ("layer-time", "v3", False), ("balance", "v3", True)]
+# one per family: per-layer loop with MILPs, multi-stage with a big MILP, sequential ILPs, joint MILP; then two
+# Ctrl-Cs that land while the problem is being built, before any interruptible block is open
+INTERRUPTED = [("alltoall-time", "v3", True, 0.8), ("exflow", "moe16", True, 0.8), ("moetuner", "moe16", False, 0.8),
+               ("moetuner-joint", "moe16", False, 0.8), ("layer-time", "v3", False, 0.8), ("balance", "v3", True, 0.8),
+               ("layer-time", "v3", False, 0.05), ("balance", "v3", True, 0.02)]
 
 
 @pytest.mark.usefixtures("_python_sigint_handler")
-@pytest.mark.parametrize(("method", "instance", "bounded"), INTERRUPTED, ids=[m[0] for m in INTERRUPTED])
-def test_ctrl_c_returns_the_best_answer_so_far(method, instance, bounded, request) -> None:
+@pytest.mark.parametrize(("method", "instance", "bounded", "delay"), INTERRUPTED,
+                         ids=[f"{m[0]}-{m[3]:g}s" for m in INTERRUPTED])
+def test_ctrl_c_returns_the_best_answer_so_far(method, instance, bounded, delay, request) -> None:
     stats, topo = request.getfixturevalue(instance)
-    timer = threading.Timer(0.8, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    lock = threading.Lock()
+    state: dict = {"running": True, "sent": None}
+
+    def ctrl_c() -> None:
+        with lock:  # only while the method runs: a SIGINT after the test would abort the whole session
+            if state["running"]:
+                state["sent"] = time.perf_counter()
+                os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(delay, ctrl_c)
     t0 = time.perf_counter()
+    timer.start()
     try:
         sol = run_method(method, stats, topo, time_limit=30.0)
+        with lock:
+            state["running"] = False
+    except KeyboardInterrupt:
+        pytest.fail(f"the first Ctrl-C escaped from {method} (after {time.perf_counter() - t0:.2f} s)")
     finally:
+        with lock:
+            state["running"] = False
         timer.cancel()
+        timer.join()
     wall = time.perf_counter() - t0
-    assert wall < 0.8 + 1.5, f"{method} took {wall:.2f} s after Ctrl-C"
+    assert state["sent"] is not None, f"{method} ended after {wall:.2f} s, before the Ctrl-C"
+    assert wall < delay + 1.5, f"{method} took {wall:.2f} s after Ctrl-C"
     assert sol.limit is Limit.INTERRUPTED, (sol.limit, sol.info)
     assert sol.objective is not None and math.isfinite(sol.objective)
     assert (sol.placement.num_replicas() >= 1).all()  # every expert of every layer placed
     assert sol.placement.num_replicas().shape == (stats.trace.num_layers, stats.trace.num_experts)
     if bounded:
         assert sol.bound is not None and sol.bound <= sol.objective and sol.gap is not None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the method's handler is gone
+
+
+@pytest.mark.usefixtures("_python_sigint_handler")
+def test_first_ctrl_c_marks_the_run_anywhere_and_a_second_one_aborts() -> None:
+    run = Run("demo", None)
+    with running(run):
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        os.kill(os.getpid(), signal.SIGINT)  # between two stages: nothing raised, the run is stopped
+        assert run.stopped and run.limit == "interrupted"
+        assert progress_mod.interrupt_requested()
+        inner = Run("inner", None)  # a method the first one calls directly sees it too
+        assert inner.stopped
+        with pytest.raises(KeyboardInterrupt), run.interruptible():  # the user insists
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not progress_mod.interrupt_requested()
+
+
+@pytest.mark.usefixtures("_python_sigint_handler")
+def test_first_ctrl_c_ends_the_interruptible_block_at_once() -> None:
+    run = Run("demo", None)
+    reached = []
+    with running(run):
+        with run.interruptible():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append("after")  # never: the block ended at the Ctrl-C
+        assert reached == [] and run.stopped and run.limit == "interrupted"
+        assert run.bounded(lambda: 1) is None  # no more work once stopped
+
+
+@pytest.mark.usefixtures("_python_sigint_handler")
+def test_a_ctrl_c_the_solver_outran_still_stops_the_method() -> None:
+    from placement.backends._base import SolveMonitor, run_interruptible
+    from placement.milp import SolveParams
+
+    def solver_that_finishes_anyway() -> int:  # the Ctrl-C comes while it runs; it ignores the interrupt
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        return 42
+
+    # without the method's handler: KeyboardInterrupt in the waiting thread, turned into an interrupt
+    monitor = SolveMonitor("demo", SolveParams(), "min")
+    assert run_interruptible(solver_that_finishes_anyway, lambda: None, monitor) == 42
+    assert monitor.interrupted  # what SolveResult.interrupted reports, and solve_model notes on the run
+    # with it (a Ctrl-C seen outside any interruptible block): the waiting thread polls the flag and
+    # interrupts the solver
+    stop = threading.Event()
+    run = Run("demo", None)
+    with running(run):
+        os.kill(os.getpid(), signal.SIGINT)
+        monitor = SolveMonitor("demo", SolveParams(), "min")
+        t0 = time.perf_counter()
+        assert run_interruptible(lambda: stop.wait(5.0), stop.set, monitor) is True
+        assert time.perf_counter() - t0 < 1.0 and monitor.interrupted
 
 
 # ------------------------------------------------------------------------------------ CLI

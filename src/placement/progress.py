@@ -31,6 +31,26 @@ formulation's own scaling.  The gap is :func:`relative_gap`, the project's one d
 
 Reports reach the run's ``callback`` (the API's ``progress=`` argument) and, with ``verbose``,
 stderr as one line, at most once per ``period`` seconds (1 s), the first after one period.
+
+Ctrl-C
+------
+Python raises ``KeyboardInterrupt`` wherever the main thread happens to be, which may be between
+two stages, inside a backend's wait or in a thread join: code that is not ready for it would let
+it escape and lose every answer found so far.  So :func:`running` (used by
+:func:`placement.methods.run_method`), in the main thread and while SIGINT has Python's default
+handler, installs its own for the block:
+
+* the first Ctrl-C marks every :class:`Run` of the block :attr:`~Run.interrupted` (and
+  :func:`interrupt_requested` true, which the backends' waiting loops poll to stop their
+  solver); it raises ``KeyboardInterrupt`` only inside an :meth:`Run.interruptible` block of
+  the main thread, which catches it, so a long computation there ends at once and the method
+  wraps up with its best complete answer (``limit = "interrupted"``);
+* a second Ctrl-C raises ``KeyboardInterrupt`` wherever it lands, and no block catches it: the
+  user insists.
+
+The previous handler is back when the block ends.  Outside such a block (a method called directly,
+another thread, a handler of the application's own) a first ``KeyboardInterrupt`` is caught by
+the :meth:`Run.interruptible` block it lands in, as before.
 """
 
 from __future__ import annotations
@@ -38,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import signal
 import sys
 import threading
 import time
@@ -48,8 +69,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["PERIOD", "Cancelled", "Deadline", "Report", "Run", "begin", "check_cancelled", "current", "print_report",
-           "relative_gap", "running"]
+__all__ = ["PERIOD", "Cancelled", "Deadline", "Report", "Run", "begin", "check_cancelled", "current",
+           "interrupt_requested", "print_report", "relative_gap", "running"]
 
 #: Seconds between two progress reports (and before the first one).
 PERIOD = 1.0
@@ -234,8 +255,9 @@ class Run:
         self.incumbent = math.nan
         self.bound = -math.inf * self._sign
         self._next = self.deadline.start + self.period
-        #: True once Ctrl-C was seen (by a backend or by :meth:`interruptible`).
-        self.interrupted = False
+        self._interrupted = False
+        #: The Ctrl-C handler of the :func:`running` block the run was made in (``None``: none).
+        self._ctrl_c: _CtrlC | None = _CTRL_C.get()
         #: True once the deadline passed (the method wraps up).
         self.timed_out = False
         #: True once a stage or sub-solve stopped at its share of the time (the answer is not proven).
@@ -244,6 +266,16 @@ class Run:
         self.reports = 0
 
     # ------------------------------------------------------------------ state
+    @property
+    def interrupted(self) -> bool:
+        """True once Ctrl-C was seen (by the handler of :func:`running`, a backend or
+        :meth:`interruptible`)."""
+        return self._interrupted or (self._ctrl_c is not None and self._ctrl_c.count > 0)
+
+    @interrupted.setter
+    def interrupted(self, value: bool) -> None:
+        self._interrupted = bool(value)
+
     @property
     def stopped(self) -> bool:
         """True when the method should wrap up: Ctrl-C was seen or the deadline has passed."""
@@ -278,14 +310,23 @@ class Run:
     def interruptible(self) -> Iterator[None]:
         """Run the block; a first Ctrl-C (``KeyboardInterrupt``) ends the block and marks the run
         interrupted instead of propagating, so the method returns its best answer so far.  A
-        Ctrl-C after the run was already interrupted propagates (the user insists)."""
+        Ctrl-C after the run was already interrupted propagates (the user insists).
+
+        In the main thread, inside :func:`running`, the block also tells the Ctrl-C handler that a
+        ``KeyboardInterrupt`` may be raised here (module docstring)."""
         already = self.interrupted
+        handler = _CTRL_C.get() if threading.current_thread() is threading.main_thread() else None
+        if handler is not None:
+            handler.guarded += 1
         try:
             yield
         except KeyboardInterrupt:
-            if already:
+            if already or (handler is not None and handler.count > 1):
                 raise
             self.interrupted = True
+        finally:
+            if handler is not None:
+                handler.guarded -= 1
 
     def bounded(self, work: Callable[[], T], until: float = math.inf, poll: float = 0.02) -> T | None:
         """``work()`` (building a model, say) under the deadline: its value, or ``None`` when the
@@ -317,12 +358,15 @@ class Run:
             finally:
                 done.set()
 
-        threading.Thread(target=contextvars.copy_context().run, args=(target,),
-                         name=f"placement-{self.method}-build", daemon=True).start()
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(target,),
+                                  name=f"placement-{self.method}-build", daemon=True)
         end = min(self.deadline.at - self.deadline.reserve, until)
         with self.interruptible():
+            worker.start()
             while not done.wait(poll):
                 self.tick()
+                if self.interrupted:  # a Ctrl-C seen by a handler that raised nothing here
+                    break
                 if self.deadline.clock() >= end:
                     cancel.set()
                     self.time_cut = True
@@ -330,6 +374,7 @@ class Run:
                     return None
         if not done.is_set():  # Ctrl-C
             cancel.set()
+            self.interrupted = True
             return None
         if "error" in box:
             raise box["error"]
@@ -393,6 +438,48 @@ class Cancelled(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Raised by :func:`check_cancelled` in a worker of :meth:`Run.bounded` that was abandoned."""
 
 
+class _CtrlC:
+    """The SIGINT handler :func:`running` installs in the main thread (module docstring).
+
+    ``count`` is the number of Ctrl-Cs seen, ``guarded`` the number of :meth:`Run.interruptible`
+    blocks open in the main thread.  Signal handlers run in the main thread, between bytecodes.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.guarded = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count > 1 or self.guarded > 0:
+            raise KeyboardInterrupt
+
+
+#: The handler of the :func:`running` block (the context of the method run and of its worker threads).
+_CTRL_C: ContextVar[_CtrlC | None] = ContextVar("placement_ctrl_c", default=None)
+
+
+def interrupt_requested() -> bool:
+    """True once Ctrl-C was seen in the current :func:`running` block (its handler installed);
+    backends poll it while their solver runs, so that a Ctrl-C that raised nothing stops the solve."""
+    handler = _CTRL_C.get()
+    return handler is not None and handler.count > 0
+
+
+def _install_ctrl_c() -> tuple[_CtrlC, Any] | None:
+    """A new :class:`_CtrlC` as SIGINT's handler and the previous one; ``None`` outside the main
+    thread or when SIGINT's handler is not Python's default (ignored, or the application's own)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None
+        handler = _CtrlC()
+        return handler, signal.signal(signal.SIGINT, handler)
+    except (ValueError, OSError):  # not the main interpreter
+        return None
+
+
 def check_cancelled() -> None:
     """Raise :class:`Cancelled` in an abandoned worker of :meth:`Run.bounded` (model builders call
     it between their steps, so an abandoned build stops instead of competing for the CPU)."""
@@ -403,12 +490,30 @@ def check_cancelled() -> None:
 
 @contextlib.contextmanager
 def running(run: Run) -> Iterator[Run]:
-    """Make ``run`` current for the block (what :func:`begin` returns to the method called inside)."""
+    """Make ``run`` current for the block (what :func:`begin` returns to the method called inside).
+
+    In the main thread, while SIGINT has Python's default handler, a first Ctrl-C in the block
+    interrupts the run instead of raising wherever it lands (module docstring); the previous
+    handler is restored at the end, after any Ctrl-C still pending was handled."""
+    installed = None if _CTRL_C.get() is not None else _install_ctrl_c()
+    ctrl_c_token = _CTRL_C.set(installed[0]) if installed is not None else None
+    if run._ctrl_c is None:
+        run._ctrl_c = _CTRL_C.get()
     token = _CURRENT.set(run)
     try:
         yield run
     finally:
         _CURRENT.reset(token)
+        if installed is not None:
+            try:
+                # signal.signal first runs the handler of a signal still pending: a late first
+                # Ctrl-C marks the run, a second one raises here, before the handler is replaced
+                signal.signal(signal.SIGINT, installed[1])
+            except KeyboardInterrupt:
+                signal.signal(signal.SIGINT, installed[1])
+                raise
+            finally:
+                _CTRL_C.reset(ctrl_c_token)
 
 
 def current() -> Run | None:

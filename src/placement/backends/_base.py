@@ -58,7 +58,7 @@ DEADLINE_GRACE = 0.02
 #: Seconds a solver may take to return after it was interrupted for the deadline (resp. by Ctrl-C)
 #: before the waiting thread abandons it (:class:`SolverAbandoned`).
 ABANDON_AFTER = 0.1
-ABANDON_AFTER_CTRL_C = 1.0
+ABANDON_AFTER_CTRL_C = 0.5
 
 
 class BackendUnavailableError(RuntimeError):
@@ -164,16 +164,25 @@ def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None] | Non
                       monitor: SolveMonitor) -> T:
     """Run ``work()`` in a worker thread; on Ctrl-C call ``interrupt()`` and keep waiting.
 
-    ``interrupt`` is called again at every poll until ``work`` returns, so an interrupt that
-    arrives before the solver is ready to receive it is not lost. A second Ctrl-C, or the first
-    one when ``interrupt`` is ``None`` (the solver cannot be interrupted), re-raises
-    ``KeyboardInterrupt`` at once and abandons the worker (a daemon thread that runs on until its
-    solver stops). Past ``monitor.deadline`` (plus :data:`DEADLINE_GRACE`) the solver is
-    interrupted the same way. A solver that has not returned :data:`ABANDON_AFTER` seconds after
-    it was interrupted (some phases, such as HiGHS's presolve of a large model, watch neither the
-    clock nor the interrupt) is abandoned: :class:`SolverAbandoned` is raised and the daemon
-    worker finishes on its own. Exceptions raised by ``work`` are re-raised here.
+    A Ctrl-C reaches the waiting thread as ``KeyboardInterrupt`` (caught wherever it lands here,
+    thread start and join included) or, inside :func:`placement.progress.running`, as
+    :func:`~placement.progress.interrupt_requested` (polled, so a Ctrl-C that the method's handler
+    turned into a flag stops the solve too).  ``interrupt`` is called again at every poll until
+    ``work`` returns, so an interrupt that arrives before the solver is ready to receive it is not
+    lost. A second Ctrl-C, or the first one when ``interrupt`` is ``None`` (the solver cannot be
+    interrupted), re-raises ``KeyboardInterrupt`` at once and abandons the worker (a daemon thread
+    that runs on until its solver stops); a Ctrl-C seen as a flag by a solver that cannot be
+    interrupted abandons it at once (:class:`SolverAbandoned`). Past ``monitor.deadline`` (plus
+    :data:`DEADLINE_GRACE`) the solver is interrupted the same way. A solver that has not returned
+    :data:`ABANDON_AFTER` seconds after it was interrupted for the deadline
+    (:data:`ABANDON_AFTER_CTRL_C` after a Ctrl-C; some phases, such as HiGHS's presolve of a large
+    model, watch neither the clock nor the interrupt) is abandoned: :class:`SolverAbandoned` is
+    raised and the daemon worker finishes on its own. Exceptions raised by ``work`` are re-raised
+    here.  ``monitor.interrupted`` tells afterwards whether a Ctrl-C came during the solve, even
+    when the solver finished before it could stop.
     """
+    from ..progress import interrupt_requested
+
     box: dict[str, Any] = {}
     done = threading.Event()
 
@@ -186,38 +195,56 @@ def run_interruptible(work: Callable[[], T], interrupt: Callable[[], None] | Non
             done.set()
 
     worker = threading.Thread(target=target, name=f"placement-{monitor.backend}", daemon=True)
-    worker.start()
     stopped_at = math.inf  # when the first interrupt was sent
+
+    def on_ctrl_c(exc: KeyboardInterrupt) -> None:  # convert it into the solver's interrupt, or re-raise it
+        nonlocal stopped_at
+        monitor.stop.set()
+        if interrupt is None or monitor.interrupted or worker.ident is None:
+            raise exc
+        monitor.interrupted = True
+        stopped_at = min(stopped_at, time.perf_counter())
+        interrupt()
+
+    if interrupt_requested():  # a solve begun after the first Ctrl-C stops at once; the next one raises
+        monitor.interrupted = True
+    try:
+        worker.start()
+    except KeyboardInterrupt as exc:
+        on_ctrl_c(exc)
     while True:
         try:
             wake = monitor.deadline + DEADLINE_GRACE - time.perf_counter()  # wake at the deadline, not after it
             if done.wait(min(_POLL, wake) if wake > 0.001 else _POLL):
+                worker.join()
                 break
             now = time.perf_counter()
+            if not monitor.interrupted and interrupt_requested():
+                monitor.interrupted = True
             if monitor.interrupted or monitor.past_deadline():
                 stopped_at = min(stopped_at, now)
                 monitor.stop.set()
                 if interrupt is not None:
                     interrupt()
-                patience = ABANDON_AFTER if monitor.timed_out and not monitor.interrupted else ABANDON_AFTER_CTRL_C
-                if now - stopped_at > patience:
-                    _ABANDONED.difference_update([t for t in _ABANDONED if not t.is_alive()])
-                    _ABANDONED.add(worker)
+                patience = ABANDON_AFTER if monitor.timed_out and not monitor.interrupted else \
+                    ABANDON_AFTER_CTRL_C if interrupt is not None else 0.0
+                if now - stopped_at >= patience:
+                    _abandon(worker, done)
                     raise SolverAbandoned(f"{monitor.backend} did not stop within {patience:g} s of the "
                                           f"{'interrupt' if monitor.interrupted else 'deadline'}")
             monitor.tick()
-        except KeyboardInterrupt:
-            if interrupt is None or monitor.interrupted:
-                monitor.stop.set()
-                raise
-            monitor.interrupted = True
-            monitor.stop.set()
-            stopped_at = time.perf_counter()
-            interrupt()
-    worker.join()
+        except KeyboardInterrupt as exc:
+            on_ctrl_c(exc)
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _abandon(worker: threading.Thread, done: threading.Event) -> None:
+    """Leave ``worker`` to finish in the background (joined at exit while its solver still runs)."""
+    _ABANDONED.difference_update([t for t in _ABANDONED if not t.is_alive()])
+    if worker.ident is not None and not done.is_set():
+        _ABANDONED.add(worker)
 
 
 #: ``SolveParams`` field -> the capability flag a backend needs to receive it.
@@ -461,4 +488,4 @@ class Backend(ABC):
         return SolveResult(termination=termination, limit=limit, objective=objective, bound=float(bound),
                            gap=gap, wall_time=monitor.elapsed(), nodes=nodes, solution=solution,
                            backend=self.name, raw_status=raw_status, message=message,
-                           scaling_error=float(scaling_error))
+                           scaling_error=float(scaling_error), interrupted=monitor.interrupted)

@@ -78,7 +78,8 @@ def solve_model(model: MilpModel, backend: str, params: SolveParams, run: Run | 
     The raised message carries the backend's termination, limit and raw status, so a failed or
     infeasible solve is never mistaken for a placement.  With ``run`` the limit the solve stopped
     at is noted on it (:meth:`placement.progress.Run.note`: a Ctrl-C the backend turned into an
-    interrupt stops the method's later stages), whether or not a solution came back.
+    interrupt stops the method's later stages, also when the solver finished before it could
+    stop), whether or not a solution came back.
     """
     from ..backends import get_backend
 
@@ -89,6 +90,8 @@ def solve_model(model: MilpModel, backend: str, params: SolveParams, run: Run | 
     result = b.solve(model, params)
     if run is not None:
         run.note(result.limit)
+        if result.interrupted:  # a Ctrl-C the solver outran (it finished first) still stops the method
+            run.note("interrupted")
     if result.solution is None:
         raise SolveFailedError(f"{backend} found no solution: termination={result.termination}, "
                                f"limit={result.limit}, status={result.raw_status} {result.message}".strip())

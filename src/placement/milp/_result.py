@@ -248,6 +248,9 @@ class SolveResult:
         Backends that round the objective to integers (CP-SAT) report here the largest
         possible difference, over the column bounds, between the true and the rounded
         objective; ``0.0`` when the costs were represented exactly.
+    interrupted:
+        True when a Ctrl-C came during the solve, even when the solver finished before it could
+        stop (then ``limit`` is ``Limit.NONE``): a multi-stage method stops its later stages.
     """
 
     termination: Termination
@@ -262,6 +265,7 @@ class SolveResult:
     raw_status: str
     message: str = ""
     scaling_error: float = 0.0
+    interrupted: bool = False
 
     @property
     def has_solution(self) -> bool:
