@@ -189,8 +189,11 @@ def _plot_migration(curves: dict, out: Path) -> None:
         moved = [m for _, m, _ in points]
         saved = [100 * (1 - r) for _, _, r in points]
         ax.plot(moved, saved, marker="o", label=name)
-        for (label, m, r) in points:
-            ax.annotate(f"B={label}", (m, 100 * (1 - r)), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        labels: dict[tuple, list[str]] = {}
+        for label, m, r in points:  # budgets that end at the same point share one label
+            labels.setdefault((m, round(100 * (1 - r), 6)), []).append(label)
+        for (m, y), names in labels.items():
+            ax.annotate("B=" + ", ".join(names), (m, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xlabel("experts moved (all layers)")
     ax.set_ylabel("step time saved vs the deployed placement (%)")
     ax.set_title("Re-fitting a drifted placement under a migration budget (rail:4x8, vLLM)", fontsize=9)
