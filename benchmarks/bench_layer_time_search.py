@@ -20,6 +20,8 @@ Sections
     ``migration`` a placement fitted to the first half of the trace, re-fitted to the second half with at
                  most B experts per layer moving: step time on the second half / the unchanged placement's.
     ``shift``    fit on the first half, score on the second (out of sample): single fit vs ``windows=2``.
+    ``workloads`` synthetic load shift: decode-like vs prefill-like (stronger skew) DeepSeek-V3 workloads,
+                 fitted on one or both (``also=``), scored on fresh tokens of each.
     ``domains``  real load shift (per-domain expert counts of OLMoE and Mixtral from allenai/OLMoE): fit on
                  one domain, or robustly on the four others (``also=``), score on the held-out domain.
 """
@@ -220,6 +222,36 @@ def shift(args) -> None:
                   f"{step(sol.placement, second, topo, **serving) / ref_out:>14.4f}", flush=True)
 
 
+def workloads(args) -> None:
+    """Synthetic load shift between a decode-like and a prefill-like workload of DeepSeek-V3 (stronger skew, as
+    longer prompts give), fitted on one or on both, scored on fresh tokens of each (token_seed)."""
+    from placement.trace.synthesize import synthesize
+
+    common = {"num_ranks": 32, "weights": False, "seed": 0}
+    fit = {"decode": synthesize("deepseek-v3", 2048, **common),
+           "prefill": synthesize("deepseek-v3", 2048, skew=1.1, **common)}
+    test = {"decode": synthesize("deepseek-v3", 2048, token_seed=1, **common),
+            "prefill": synthesize("deepseek-v3", 2048, skew=1.1, token_seed=1, **common)}
+    print("fresh tokens of each workload, step time / EPLB fitted on the decode-like trace (out of sample)")
+    print(f"{'topology, rule':<28}{'fit':<34}{'decode':>9}{'prefill':>9}{'worst':>8}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "prefill.npz"
+        placement.save_trace(fit["prefill"], path)
+        runs = (("EPLB on decode", None), ("layer-time on decode", {}),
+                ("layer-time on both, robust=mean", {"also": str(path), "robust": "mean"}),
+                ("layer-time on both, robust=max", {"also": str(path), "robust": "max"}))
+        for topo, rule in (("fat-tree:4x8", "vllm"), ("fat-tree:4x8", "sglang-static"), ("rail:4x8", "vllm")):
+            serving = {"replica": rule, "transport": "nccl"}
+            eplb = solve(fit["decode"], topo, "eplb").placement
+            ref = {w: step(eplb, test[w], topo, **serving) for w in test}
+            for label, opts in runs:
+                p = eplb if opts is None else solve(fit["decode"], topo, "layer-time", time_limit=args.time_limit,
+                                                    **opts, **serving, **WIRE).placement
+                r = {w: step(p, test[w], topo, **serving) / ref[w] for w in test}
+                print(f"{topo + ', ' + rule:<28}{label:<34}{r['decode']:>9.4f}{r['prefill']:>9.4f}"
+                      f"{max(r.values()):>8.4f}", flush=True)
+
+
 def domains(args) -> None:
     """Real load shift: per-domain expert counts of OLMoE (8 GPUs) and Mixtral (4 GPUs), leave one domain out."""
     from placement import data
@@ -258,7 +290,7 @@ def domains(args) -> None:
 
 
 SECTIONS = {"compare": compare, "balance": balance, "deepep": deepep, "migration": migration, "shift": shift,
-            "domains": domains}
+            "workloads": workloads, "domains": domains}
 
 
 def main() -> None:

@@ -298,8 +298,8 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
             seeds = _seeds(w, E, G, P, nodes, trace.model.num_groups)
             # the congestion-aware one-copy placement, for 40 % of the time: on rail-optimised clusters which
             # GPU of a server holds an expert decides which NIC its tokens cross
-            alone = windows == 1 and not also
-            a2a = _alltoall_start(stats, topology, P // G, 0.4 * run.deadline.budget(), run) if alone else None
+            # (fitted on the trace's own loads; with several traces it is one more start, scored on all of them)
+            a2a = _alltoall_start(stats, topology, P // G, 0.4 * run.deadline.budget(), run)
             if a2a is not None:
                 seeds["alltoall-time"] = a2a
             lean: dict[str, np.ndarray] = {}
