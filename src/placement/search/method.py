@@ -225,6 +225,40 @@ def _alltoall_start(stats, topology: Topology, S: int, seconds: float, run) -> n
     return np.concatenate([base, pad], axis=2)
 
 
+def _choose_start(stats, topology: Topology, objective, w: np.ndarray, P: int, nodes: int, cap: np.ndarray | None,
+                  load: np.ndarray, lean_ok: bool, full: bool, run, info: dict) -> np.ndarray:
+    """``int64 [L, G, S]``: per layer the fastest start within the cap (module docstring), with ``P / G`` slots per
+    GPU, or ``E / G`` when ``lean_ok`` and the starts that use no spare slot are faster as such."""
+    E, G = w.shape[1], topology.num_gpus
+    seeds = _seeds(w, E, G, P, nodes, stats.trace.model.num_groups)
+    # the congestion-aware one-copy placement, for 40 % of the time: on rail-optimised clusters which GPU of a
+    # server holds an expert decides which NIC its tokens cross (fitted on the trace's own loads; with several
+    # traces it is one more start, scored on all of them)
+    a2a = _alltoall_start(stats, topology, P // G, 0.4 * run.deadline.budget(), run)
+    if a2a is not None:
+        seeds["alltoall-time"] = a2a
+    S0 = E // G if E % G == 0 else 0
+    lean: dict[str, np.ndarray] = {}
+    if lean_ok and S0 and P > E:  # the starts that use no spare slot, as placements of E / G slots per GPU
+        lean = {n: s[:, :, :S0] for n, s in seeds.items() if (s[:, :, S0:] < 0).all() and (s[:, :, :S0] >= 0).all()}
+    if full:
+        seeds = _full_seeds(seeds, w, topology.server_of)
+    start, per, pick, names = _pick_starts(objective, seeds, cap, load, run)
+    info["seeds"] = {n: float(per[n].sum()) for n in names}
+    info["seed_of_layer"] = {n: int((pick == i).sum()) for i, n in enumerate(names)}
+    if not lean or run.stopped:
+        return start
+    lstart, lper, lpick, lnames = _pick_starts(objective, lean, cap, load, run)
+    lbest = np.min(np.stack([lper[n] for n in lnames]), axis=0)
+    if cap is not None:
+        lbest = np.where(max_gpu_load(lstart, load) > cap * (1 + 1e-12), np.inf, lbest)
+    if np.isfinite(lbest).all() and lbest.sum() < np.min(np.stack([per[n] for n in names]), axis=0).sum():
+        info["seeds"] = {f"{n} (no spare slot)": float(lper[n].sum()) for n in lnames}
+        info["seed_of_layer"] = {n: int((lpick == i).sum()) for i, n in enumerate(lnames)}
+        return lstart
+    return start
+
+
 def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1, solver: str = "search",
                       replica: str = "vllm", transport: str = "nccl", tokens_per_step: int = 0,
                       tokens_per_gpu: int = 0, dispatch_dtype: str = "bf16", combine_dtype: str = "bf16",
@@ -284,7 +318,6 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         cap = max_gpu_load(eplb_slots(load, P, G, nodes, trace.model.num_groups), load)
         if origin is not None:  # the deployed placement is where the search starts: it may stay as busy
             cap = np.maximum(cap, max_gpu_load(origin, load))
-    termination = Termination.HEURISTIC
     if solver == "fast":
         slots = origin if origin is not None and max_moves == 0 else _place(w, P, G, nodes, trace.model.num_groups)[0]
         if origin is not None and max_moves >= 0 and (moved_experts(slots, origin, E) > max_moves).any():
@@ -292,37 +325,8 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
                               "solver='search'", field="max_moves")
         times = objective.layer_times(slots)
     else:
-        if origin is not None:
-            start = origin
-        else:
-            seeds = _seeds(w, E, G, P, nodes, trace.model.num_groups)
-            # the congestion-aware one-copy placement, for 40 % of the time: on rail-optimised clusters which
-            # GPU of a server holds an expert decides which NIC its tokens cross
-            # (fitted on the trace's own loads; with several traces it is one more start, scored on all of them)
-            a2a = _alltoall_start(stats, topology, P // G, 0.4 * run.deadline.budget(), run)
-            if a2a is not None:
-                seeds["alltoall-time"] = a2a
-            lean: dict[str, np.ndarray] = {}
-            S0 = E // G if E % G == 0 else 0
-            if full and fewer_slots and S0 and P > E:  # starts that use no spare slot, as placements of E / G slots
-                lean = {n: s_[:, :, :S0] for n, s_ in seeds.items() if (s_[:, :, S0:] < 0).all()
-                        and (s_[:, :, :S0] >= 0).all()}
-            if full:
-                seeds = _full_seeds(seeds, w, topology.server_of)
-            start, per, pick, names = _pick_starts(objective, seeds, cap, load, run)
-            info["seeds"] = {n: float(per[n].sum()) for n in names}
-            info["seed_of_layer"] = {n: int((pick == i).sum()) for i, n in enumerate(names)}
-            if lean and not run.stopped:
-                lean_cap = None if cap is None else cap
-                lstart, lper, lpick, lnames = _pick_starts(objective, lean, lean_cap, load, run)
-                lbest = np.min(np.stack([lper[n] for n in lnames]), axis=0)
-                best = np.min(np.stack([per[n] for n in names]), axis=0)
-                if cap is not None:
-                    lbest = np.where(max_gpu_load(lstart, load) > cap * (1 + 1e-12), np.inf, lbest)
-                if np.isfinite(lbest).all() and lbest.sum() < best.sum():
-                    start = lstart
-                    info["seeds"] = {f"{n} (no spare slot)": float(lper[n].sum()) for n in lnames}
-                    info["seed_of_layer"] = {n: int((lpick == i).sum()) for i, n in enumerate(lnames)}
+        start = origin if origin is not None else _choose_start(stats, topology, objective, w, P, nodes, cap, load,
+                                                                full and fewer_slots, full, run, info)
         budget = None if max_moves < 0 else np.full(L, max_moves)
         res = improve(objective, start, deadline=run.deadline.until(share=0.7 if split else 1.0), origin=origin,
                       max_moves=budget, load_cap=cap, run=run, load=load, full=full,
@@ -353,7 +357,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         info.update({"windows": windows, "robust": robust, "traces_fitted": len(objectives)})
     objective_value = float(times.sum())
     bound = _bound(traces, topology, objectives, P // G, robust)
-    return make_solution(placement, "layer-time", termination=termination, objective=objective_value,
+    return make_solution(placement, "layer-time", termination=Termination.HEURISTIC, objective=objective_value,
                          bound=bound, wall_time=time.perf_counter() - t0, info=info, limit=run.limit)
 
 
