@@ -229,68 +229,92 @@ def improve(objective: StepObjective, slots: np.ndarray, *, time_limit: float = 
     every accepted move keeps each layer's busiest GPU, even split over replicas, within the cap.  ``jobs``:
     worker processes scoring that many trial placements at once (the same answer as one process).  ``full``:
     never empty a slot (no replica is dropped; exchanges and re-targets keep every slot filled)."""
-    t0 = time.perf_counter()
-    end = deadline if deadline is not None else t0 + time_limit
-    guard = run.interruptible() if run is not None else contextlib.nullcontext()
-    weight = objective.sent.sum(axis=1) if load is None else load
     slots = np.array(slots, dtype=np.int64, copy=True)
     L, G, S = slots.shape
-    E = objective.trace.num_experts
-    guide = _Guide(objective)
-    if width is None:  # a layer of at most 16 slots gets its whole neighbourhood each round, else the 6 best
-        width = (G * S) ** 2 if G * S <= 16 else 6
-    overlap = objective.setup.overlap
-    cap = np.full(L, np.inf) if load_cap is None else np.asarray(load_cap, dtype=np.float64)
-    st, best = objective.assess(slots)
-    stale = np.zeros(L, dtype=np.int64)
-    active = np.ones(L, dtype=bool)
-    # the last whole round's [slots, layer times, rounds, stopped early]: what a Ctrl-C returns
-    state = [slots, best, 0, False]
+    search = _Search(objective=objective, guide=_Guide(objective),
+                     end=deadline if deadline is not None else time.perf_counter() + time_limit,
+                     width=width if width is not None else ((G * S) ** 2 if G * S <= 16 else 6),
+                     patience=patience, max_rounds=max_rounds,
+                     cap=np.full(L, np.inf) if load_cap is None else np.asarray(load_cap, dtype=np.float64),
+                     capped=load_cap is not None, weight=objective.sent.sum(axis=1) if load is None else load,
+                     origin=origin, max_moves=max_moves, full=full, run=run, slots=slots)
+    guard = run.interruptible() if run is not None else contextlib.nullcontext()
     pool = _Pool(objective, jobs) if jobs > 1 else None
     try:
         with guard:
-            _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_moves, width, patience,
-                  max_rounds, end, run, weight, load_cap is not None, E, L, full, pool)
+            search.rounds_until_done(pool)
     finally:
         if pool is not None:
             pool.close()
-    stopped = state[3] or (run is not None and run.stopped)
-    return SearchResult(slots=state[0], layer_time=state[1], rounds=state[2], evaluations=objective.evaluations[0],
-                        timed_out=bool(stopped))
+    stopped = search.stopped or (run is not None and run.stopped)
+    return SearchResult(slots=search.slots, layer_time=search.best, rounds=search.rounds,
+                        evaluations=objective.evaluations[0], timed_out=bool(stopped))
 
 
-def _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_moves, width, patience, max_rounds,
-          end, run, weight, capped, E, L, full, pool) -> None:
-    """The rounds of :func:`improve`, writing each whole round into ``state``."""
-    slots, best = state[0], state[1]
-    rounds = 0
-    while active.any() and rounds < max_rounds:
-        if time.perf_counter() + objective.eval_seconds() >= end or (run is not None and run.stopped):
-            state[3] = True
-            break
-        rounds += 1
-        cands: list[list[tuple]] = [[] for _ in range(L)]
-        for layer in np.flatnonzero(active):
+class _Search:
+    """The state of :func:`improve`: the placement and layer times of the last whole round (what a Ctrl-C
+    returns), which layers are still searched, and the settings."""
+
+    def __init__(self, *, objective, guide: _Guide, end: float, width: int, patience: int, max_rounds: int,
+                 cap: np.ndarray, capped: bool, weight: np.ndarray, origin: np.ndarray | None,
+                 max_moves: np.ndarray | None, full: bool, run, slots: np.ndarray) -> None:
+        self.objective, self.guide, self.end, self.width = objective, guide, end, width
+        self.patience, self.max_rounds, self.cap, self.capped, self.weight = patience, max_rounds, cap, capped, weight
+        self.origin, self.max_moves, self.full, self.run = origin, max_moves, full, run
+        self.L = slots.shape[0]
+        self.E = objective.trace.num_experts
+        self.slots = slots
+        self.st, self.best = objective.assess(slots)
+        self.stale = np.zeros(self.L, dtype=np.int64)
+        self.active = np.ones(self.L, dtype=bool)
+        self.rounds = 0
+        self.stopped = False
+
+    def out_of_time(self) -> bool:
+        """The deadline would pass during the next evaluator call (seconds each at 256 GPUs), or Ctrl-C came."""
+        late = time.perf_counter() + self.objective.eval_seconds() >= self.end
+        return late or (self.run is not None and self.run.stopped)
+
+    def rounds_until_done(self, pool) -> None:
+        """Search rounds until no layer is searched, the round limit, the deadline or Ctrl-C."""
+        while self.active.any() and self.rounds < self.max_rounds:
+            if self.out_of_time():
+                self.stopped = True
+                return
+            if not self.one_round(pool):
+                return
+
+    def candidates(self) -> list[list[tuple]]:
+        """The ranked moves of every searched layer (:func:`_rank`)."""
+        cands: list[list[tuple]] = [[] for _ in range(self.L)]
+        overlap = self.objective.setup.overlap
+        for layer in np.flatnonzero(self.active):
             movers = None
-            if origin is not None and max_moves is not None:
-                movers = _movers(slots[layer], origin[layer], E, int(max_moves[layer]))
-            cands[layer] = _rank(slots[layer], objective.sent[layer], _bottleneck(st, layer, guide, overlap),
-                                 guide, float(cap[layer]), movers, width, full)
+            if self.origin is not None and self.max_moves is not None:
+                movers = _movers(self.slots[layer], self.origin[layer], self.E, int(self.max_moves[layer]))
+            cands[layer] = _rank(self.slots[layer], self.objective.sent[layer],
+                                 _bottleneck(self.st, layer, self.guide, overlap), self.guide, float(self.cap[layer]),
+                                 movers, self.width, self.full)
+        return cands
+
+    def one_round(self, pool) -> bool:
+        """One round (module docstring); ``False`` when no layer has a move left."""
+        L = self.L
+        self.rounds += 1
+        cands = self.candidates()
         depth = max((len(c) for c in cands), default=0)
         if depth == 0:
-            break
-        best_slots = slots.copy()
+            return False
+        best_slots, new_best = self.slots.copy(), self.best.copy()
         improved = np.zeros(L, dtype=bool)
-        new_best = best.copy()
         batch = max(1, pool.workers if pool is not None else 1)
         for k0 in range(0, depth, batch):
-            # stop before an evaluator call that would end past the deadline (seconds each at 256 GPUs)
-            if time.perf_counter() + objective.eval_seconds() >= end or (run is not None and run.stopped):
-                state[3] = True
+            if self.out_of_time():
+                self.stopped = True
                 break
             trials, touches = [], []
             for k in range(k0, min(depth, k0 + batch)):
-                trial = slots.copy()
+                trial = self.slots.copy()
                 touched = np.zeros(L, dtype=bool)
                 for layer in range(L):
                     if k < len(cands[layer]):
@@ -300,22 +324,23 @@ def _loop(objective, state, st, stale, active, guide, overlap, cap, origin, max_
                 touches.append(touched)
             if pool is not None:
                 results = pool.map(trials)
-                objective.evaluations[0] += len(trials)
+                self.objective.evaluations[0] += len(trials)
             else:
-                results = [objective.layer_times(t) for t in trials]
+                results = [self.objective.layer_times(t) for t in trials]
             for trial, touched, times in zip(trials, touches, results, strict=True):
-                _keep(trial, touched, times, new_best, best_slots, improved, capped, weight, cap)
-        if origin is not None and max_moves is not None:
-            over = moved_experts(best_slots, origin, E) > max_moves
-            best_slots[over], new_best[over], improved[over] = slots[over], best[over], False
-        slots, best = best_slots, new_best
-        stale = np.where(improved, 0, stale + 1)
-        active &= stale < patience
-        if improved.any() and time.perf_counter() + objective.eval_seconds() < end:
-            st, best = objective.assess(slots)  # what guides the next round
-        state[0], state[1], state[2] = slots, best, rounds  # a whole round: what an interrupt returns
-        if run is not None:
-            run.update(incumbent=float(best.sum()), stage=f"round {rounds}: {int(active.sum())} of {L} layers searched")
+                _keep(trial, touched, times, new_best, best_slots, improved, self.capped, self.weight, self.cap)
+        if self.origin is not None and self.max_moves is not None:
+            over = moved_experts(best_slots, self.origin, self.E) > self.max_moves
+            best_slots[over], new_best[over], improved[over] = self.slots[over], self.best[over], False
+        self.stale = np.where(improved, 0, self.stale + 1)
+        self.active &= self.stale < self.patience
+        if improved.any() and time.perf_counter() + self.objective.eval_seconds() < self.end:
+            self.st, new_best = self.objective.assess(best_slots)  # what guides the next round
+        self.slots, self.best = best_slots, new_best  # a whole round: what an interrupt returns
+        if self.run is not None:
+            self.run.update(incumbent=float(self.best.sum()),
+                            stage=f"round {self.rounds}: {int(self.active.sum())} of {L} layers searched")
+        return True
 
 
 def _keep(trial: np.ndarray, touched: np.ndarray, times: np.ndarray, new_best: np.ndarray, best_slots: np.ndarray,
