@@ -54,6 +54,19 @@ def test_cli_reference_documents_every_command_and_option():
                 assert flag in text, f"docs/cli.md lacks {name} {flag}; regenerate it"
 
 
+def test_cli_reference_is_the_generated_text():
+    """docs/cli.md is exactly what ``python -m placement.cli.reference`` prints (choices included, e.g. a new
+    method in --method), so it cannot go stale."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "placement.cli.reference"], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.stdout == (ROOT / "docs" / "cli.md").read_text(encoding="utf-8"), (
+        "docs/cli.md is stale; run python -m placement.cli.reference > docs/cli.md")
+
+
 def test_readme_python_example_runs_from_any_directory(monkeypatch, capsys, tmp_path):
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     code = re.search(r"## Python\n\n```python\n(.*?)```", text, flags=re.S).group(1)
