@@ -231,10 +231,10 @@ def _choose_start(stats, topology: Topology, objective, w: np.ndarray, P: int, n
     GPU, or ``E / G`` when ``lean_ok`` and the starts that use no spare slot are faster as such."""
     E, G = w.shape[1], topology.num_gpus
     seeds = _seeds(w, E, G, P, nodes, stats.trace.model.num_groups)
-    # the congestion-aware one-copy placement, for 40 % of the time: on rail-optimised clusters which GPU of a
+    # the congestion-aware one-copy placement, for half the time: on rail-optimised clusters which GPU of a
     # server holds an expert decides which NIC its tokens cross (fitted on the trace's own loads; with several
     # traces it is one more start, scored on all of them)
-    a2a = _alltoall_start(stats, topology, P // G, 0.4 * run.deadline.budget(), run)
+    a2a = _alltoall_start(stats, topology, P // G, 0.5 * run.deadline.budget(), run)
     if a2a is not None:
         seeds["alltoall-time"] = a2a
     S0 = E // G if E % G == 0 else 0
