@@ -13,7 +13,8 @@ Every layer is searched at once (layers are independent in the step model).  One
 2. **Decide.** Apply the ``k``-th move of every layer, ``k = 0 .. width - 1``, one evaluator
    call per ``k`` (the exact step-model figure, all layers in one call), and keep per layer the
    fastest if it beats the current layer time by more than ``1e-9`` relative.
-3. A layer with no improving exchange in ``patience`` rounds in a row is finished.
+3. A layer with no improving move in ``patience`` rounds in a row tries twice as many moves per round,
+   up to eight times ``width``; then it is finished.
 
 The estimates only order the candidates; the evaluator decides, so the search never accepts a
 change the step model does not confirm.  ``max_moves [L]`` bounds, per layer, how many experts may
@@ -267,6 +268,9 @@ class _Search:
         self.st, self.best = objective.assess(slots)
         self.stale = np.zeros(self.L, dtype=np.int64)
         self.active = np.ones(self.L, dtype=bool)
+        #: moves tried per layer and round; a layer that stops improving tries twice as many, up to 8 x
+        self.widths = np.full(self.L, width, dtype=np.int64)
+        self.max_width = 8 * width
         self.rounds = 0
         self.stopped = False
 
@@ -294,7 +298,7 @@ class _Search:
                 movers = _movers(self.slots[layer], self.origin[layer], self.E, int(self.max_moves[layer]))
             cands[layer] = _rank(self.slots[layer], self.objective.sent[layer],
                                  _bottleneck(self.st, layer, self.guide, overlap), self.guide, float(self.cap[layer]),
-                                 movers, self.width, self.full)
+                                 movers, int(self.widths[layer]), self.full)
         return cands
 
     def one_round(self, pool) -> bool:
@@ -333,6 +337,9 @@ class _Search:
             over = moved_experts(best_slots, self.origin, self.E) > self.max_moves
             best_slots[over], new_best[over], improved[over] = self.slots[over], self.best[over], False
         self.stale = np.where(improved, 0, self.stale + 1)
+        widen = (self.stale >= self.patience) & (self.widths < self.max_width)
+        self.widths[widen] *= 2  # a wider neighbourhood before giving the layer up
+        self.stale[widen] = 0
         self.active &= self.stale < self.patience
         if improved.any() and time.perf_counter() + self.objective.eval_seconds() < self.end:
             self.st, new_best = self.objective.assess(best_slots)  # what guides the next round
