@@ -191,17 +191,19 @@ LOAD_FORMATS: dict[str, LoadFormat] = {
 }
 
 
-def _format(name: str, path: str | os.PathLike[str]) -> PlacementFormat:
-    if name in FORMAT_ALIASES:
+def _format(name: str, path: str | os.PathLike[str], table: dict[str, Any] | None = None,
+            kind: str = "placement") -> Any:
+    """The format ``name`` of ``table`` (default :data:`PLACEMENT_FORMATS`), refused when unknown or when ``path``
+    has another suffix."""
+    table = PLACEMENT_FORMATS if table is None else table
+    if table is PLACEMENT_FORMATS and name in FORMAT_ALIASES:
         warnings.warn(f"placement format {name!r} is deprecated; use {FORMAT_ALIASES[name]!r} (the file is "
                       "vllm-ascend's expert map: upstream vLLM reads no placement file)", DeprecationWarning,
                       stacklevel=3)
         name = FORMAT_ALIASES[name]
-    fmt = PLACEMENT_FORMATS.get(name)
+    fmt = table.get(name)
     if fmt is None:
-        raise input_error(
-            f"unknown placement format {name!r}; choose one of {list(PLACEMENT_FORMATS)}", str(path), "format"
-        )
+        raise input_error(f"unknown {kind} format {name!r}; choose one of {list(table)}", str(path), "format")
     if Path(path).suffix.lower() not in fmt.suffixes:
         raise input_error(
             f"format {name} uses {' or '.join(fmt.suffixes)} files, not '{Path(path).suffix}'",
@@ -282,12 +284,7 @@ def export_load(
     ``format`` is a key of :data:`LOAD_FORMATS`.  The layer layout defaults to the trace model's
     (:meth:`~placement.trace.ModelSpec.layout`), as in :func:`export_placement`.
     """
-    fmt = LOAD_FORMATS.get(format)
-    if fmt is None:
-        raise input_error(f"unknown load format {format!r}; choose one of {list(LOAD_FORMATS)}", str(path), "format")
-    if Path(path).suffix.lower() not in fmt.suffixes:
-        raise input_error(f"format {format} uses {' or '.join(fmt.suffixes)} files, not '{Path(path).suffix}'",
-                          str(path), "format")
+    fmt = _format(format, path, LOAD_FORMATS, "load")
     return fmt.write(trace, path, num_hidden_layers=num_hidden_layers, first_moe_layer=first_moe_layer,
                      moe_layers=moe_layers, model=model)
 

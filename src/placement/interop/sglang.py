@@ -127,9 +127,14 @@ def write_sglang(
     src = str(path)
     table = sglang_physical_to_logical_map(placement, num_hidden_layers, first_moe_layer, moe_layers=moe_layers,
                                            model=model, source=src)
+    return _write_table("physical_to_logical_map", table, path)
+
+
+def _write_table(key: str, table: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """``{key: table}`` as ``.pt`` (an int64 tensor) or ``.json`` (nested lists), by the suffix of ``path``."""
     if Path(path).suffix.lower() == ".pt":
-        return write_torch({"physical_to_logical_map": table}, path)
-    return write_json({"physical_to_logical_map": table.tolist()}, path)
+        return write_torch({key: table}, path)
+    return write_json({key: table.tolist()}, path)
 
 
 def read_sglang(
@@ -263,9 +268,7 @@ def write_sglang_logical_count(
     src = str(path)
     table = sglang_logical_count(trace, num_hidden_layers, first_moe_layer, moe_layers=moe_layers, model=model,
                                  source=src)
-    if Path(path).suffix.lower() == ".pt":
-        return write_torch({"logical_count": table}, path)
-    return write_json({"logical_count": table.tolist()}, path)
+    return _write_table("logical_count", table, path)
 
 
 # --------------------------------------------------------------------------------------- dumps
