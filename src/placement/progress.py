@@ -84,10 +84,16 @@ MAX_RESERVE = 1.0
 
 
 def relative_gap(objective: float, bound: float) -> float:
-    """``|objective - bound| / |objective|`` (the definition of :func:`placement.milp.relative_gap`).
+    """Relative gap ``|objective - bound| / |objective|``: ``0`` when they are equal, ``inf`` when either is
+    infinite or the objective is 0 (and the bound not), ``nan`` when either is; the project's one gap
+    (:mod:`placement.milp` re-exports it).
 
-    >>> relative_gap(4.0, 3.0), relative_gap(2.0, 2.0), relative_gap(1.0, -math.inf)
-    (0.25, 0.0, inf)
+    >>> relative_gap(110.0, 100.0)
+    0.09090909090909091
+    >>> relative_gap(0.5, 0.25), relative_gap(3.0, 3.0), relative_gap(3.0, -math.inf)
+    (0.5, 0.0, inf)
+    >>> relative_gap(2e-6, 1e-6), relative_gap(0.0, 0.0), relative_gap(0.0, -1.0)
+    (0.5, 0.0, inf)
     """
     if math.isnan(objective) or math.isnan(bound):
         return math.nan

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import input_error
+from ..progress import relative_gap  # the one definition (a leaf every layer may import)
 
 __all__ = ["Limit", "Progress", "SolveParams", "SolveResult", "Termination", "relative_gap"]
 
@@ -60,25 +61,6 @@ class Limit(str, Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-def relative_gap(objective: float, bound: float) -> float:
-    """Relative gap ``|objective - bound| / |objective|`` (see the module docstring).
-
-    >>> relative_gap(110.0, 100.0)
-    0.09090909090909091
-    >>> relative_gap(0.5, 0.25), relative_gap(3.0, 3.0), relative_gap(3.0, -math.inf)
-    (0.5, 0.0, inf)
-    >>> relative_gap(2e-6, 1e-6), relative_gap(0.0, 0.0), relative_gap(0.0, -1.0)
-    (0.5, 0.0, inf)
-    """
-    if math.isnan(objective) or math.isnan(bound):
-        return math.nan
-    if objective == bound:
-        return 0.0
-    if math.isinf(objective) or math.isinf(bound) or objective == 0.0:
-        return math.inf
-    return abs(objective - bound) / abs(objective)
 
 
 @dataclass(frozen=True)
