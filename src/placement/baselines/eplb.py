@@ -91,7 +91,7 @@ import numpy as np
 from ..errors import PlacementInputError
 from ._torch_order import argsort_descending
 
-__all__ = ["EplbResult", "rebalance_experts"]
+__all__ = ["EplbResult", "rebalance_experts", "default_redundant", "physical_slots"]
 
 _F32 = np.float32
 
@@ -142,6 +142,32 @@ class EplbResult:
                 field="num_gpus",
             )
         return self.phy2log.reshape(layers, num_gpus, num_replicas // num_gpus)
+
+
+def default_redundant(num_experts: int, num_gpus: int) -> int:
+    """The fewest redundant experts, at least one per GPU, that make the physical slots divide over the GPUs
+    (what ``redundant = -1`` means for the methods that take EPLB's option).
+
+    >>> default_redundant(256, 32), default_redundant(64, 24)
+    (32, 32)
+    """
+    E, G = int(num_experts), int(num_gpus)
+    return G + (-(E + G)) % G
+
+
+def physical_slots(num_experts: int, num_gpus: int, redundant: int) -> tuple[int, int]:
+    """``(redundant, P)``: ``redundant`` resolved (``-1``: :func:`default_redundant`) and the physical slots per
+    layer ``P = E + redundant``, refused on one line unless ``P`` divides over the GPUs."""
+    from ..errors import input_error
+
+    E, G = int(num_experts), int(num_gpus)
+    if redundant == -1:
+        redundant = default_redundant(E, G)
+    P = E + redundant
+    if P % G:
+        raise input_error(f"{E} experts + {redundant} redundant = {P} slots do not divide over {G} GPUs; choose "
+                          f"redundant so that experts + redundant is a multiple of {G}", field="redundant")
+    return redundant, P
 
 
 def rebalance_experts(

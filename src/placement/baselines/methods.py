@@ -55,12 +55,12 @@ def eplb_method(stats: TraceStats, topology: Topology, redundant: int = -1, fait
     physical slots divide evenly over the GPUs; ``num_groups = 0`` takes the model's expert
     groups; ``num_nodes = 0`` takes the topology's servers.
     """
-    from .eplb import rebalance_experts
+    from .eplb import default_redundant, rebalance_experts
 
     trace = stats.trace
     E, G = trace.num_experts, topology.num_gpus
     if redundant < 0:
-        redundant = G + (-(E + G)) % G
+        redundant = default_redundant(E, G)
     groups = num_groups or trace.model.num_groups
     nodes = num_nodes or topology.num_servers
     result = rebalance_experts(stats.load, E + redundant, groups, nodes, G, faithful=faithful)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..baselines.eplb import physical_slots
 from ..milp import MilpBuilder, MilpModel, Termination
 from ..placement import Placement
 from ..registry import Method, Option, register
@@ -107,12 +108,7 @@ def balance_method(stats: TraceStats, topology: Topology, redundant: int = 0, ti
     run = begin("balance", time_limit, unit="selections", verbose=verbose)
     trace = stats.trace
     E, G, L = trace.num_experts, topology.num_gpus, trace.num_layers
-    if redundant == -1:
-        redundant = G + (-(E + G)) % G
-    P = E + redundant
-    if P % G:
-        raise input_error(f"{E} experts + {redundant} redundant = {P} slots do not divide over {G} GPUs; choose "
-                          f"redundant so that experts + redundant is a multiple of {G}", field="redundant")
+    redundant, P = physical_slots(E, G, redundant)
     S = P // G
     w = stats.load.astype(np.float64)
     count = replica_counts(w, P)

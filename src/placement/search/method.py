@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..baselines.eplb import physical_slots
 from ..errors import input_error
 from ..formulations.layer_time import _place, load_lower_bound, pack, replica_counts, slot_loads
 from ..placement import Placement, load_placement
@@ -272,12 +273,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     run = begin("layer-time", time_limit, unit="s")
     trace = stats.trace
     E, G, L = trace.num_experts, topology.num_gpus, trace.num_layers
-    if redundant == -1:
-        redundant = G + (-(E + G)) % G
-    P = E + redundant
-    if P % G:
-        raise input_error(f"{E} experts + {redundant} redundant = {P} slots do not divide over {G} GPUs; choose "
-                          f"redundant so that experts + redundant is a multiple of {G}", field="redundant")
+    redundant, P = physical_slots(E, G, redundant)
     serving = {"replica": replica, "transport": transport, "tokens_per_step": tokens_per_step or None,
                "tokens_per_gpu": tokens_per_gpu or None, "dispatch_dtype": dispatch_dtype,
                "combine_dtype": combine_dtype, "gpu": gpu or None, "overlap": overlap}
