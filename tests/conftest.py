@@ -22,6 +22,7 @@ session to end with the catalogue it started with.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 
 import networkx as nx
@@ -129,6 +130,17 @@ def _snapshot() -> list[tuple[str, Method]]:
 def _restore(snapshot: list[tuple[str, Method]]) -> None:
     METHODS.clear()
     METHODS.update(snapshot)
+
+
+@pytest.fixture
+def python_sigint_handler() -> Iterator[None]:
+    """A process started in the background by a shell without job control inherits SIGINT ignored,
+    and Python then installs no KeyboardInterrupt handler; install Python's own for these tests."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

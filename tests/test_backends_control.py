@@ -295,14 +295,9 @@ def test_warm_start_is_used(name: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _python_sigint_handler():
-    """A process started in the background by a shell without job control inherits SIGINT ignored,
-    and Python then installs no KeyboardInterrupt handler; install Python's own for these tests."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def _python_sigint_handler(python_sigint_handler):
+    """Every test here runs with Python's own SIGINT handler (the shared ``python_sigint_handler``)."""
+    yield
 
 
 def _sigint_after(seconds: float) -> threading.Timer:

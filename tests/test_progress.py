@@ -215,17 +215,6 @@ def test_progress_reports_arrive_in_objective_units(moe16, monkeypatch) -> None:
 
 
 # ------------------------------------------------------------------------------------ Ctrl-C
-@pytest.fixture()
-def _python_sigint_handler():
-    """A process started in the background by a shell without job control inherits SIGINT ignored,
-    and Python then installs no KeyboardInterrupt handler; install Python's own for these tests."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 # one per family: per-layer loop with MILPs, multi-stage with a big MILP, sequential ILPs, joint MILP; then two
 # Ctrl-Cs that land while the problem is being built, before any interruptible block is open
 INTERRUPTED = [("alltoall-time", "v3", True, 0.8), ("exflow", "moe16", True, 0.8), ("moetuner", "moe16", False, 0.8),
@@ -233,7 +222,7 @@ INTERRUPTED = [("alltoall-time", "v3", True, 0.8), ("exflow", "moe16", True, 0.8
                ("layer-time", "v3", False, 0.05), ("balance", "v3", True, 0.02)]
 
 
-@pytest.mark.usefixtures("_python_sigint_handler")
+@pytest.mark.usefixtures("python_sigint_handler")
 @pytest.mark.parametrize(("method", "instance", "bounded", "delay"), INTERRUPTED,
                          ids=[f"{m[0]}-{m[3]:g}s" for m in INTERRUPTED])
 def test_ctrl_c_returns_the_best_answer_so_far(method, instance, bounded, delay, request) -> None:
@@ -273,7 +262,7 @@ def test_ctrl_c_returns_the_best_answer_so_far(method, instance, bounded, delay,
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the method's handler is gone
 
 
-@pytest.mark.usefixtures("_python_sigint_handler")
+@pytest.mark.usefixtures("python_sigint_handler")
 def test_first_ctrl_c_marks_the_run_anywhere_and_a_second_one_aborts() -> None:
     run = Run("demo", None)
     with running(run):
@@ -289,7 +278,7 @@ def test_first_ctrl_c_marks_the_run_anywhere_and_a_second_one_aborts() -> None:
     assert not progress_mod.interrupt_requested()
 
 
-@pytest.mark.usefixtures("_python_sigint_handler")
+@pytest.mark.usefixtures("python_sigint_handler")
 def test_first_ctrl_c_ends_the_interruptible_block_at_once() -> None:
     run = Run("demo", None)
     reached = []
@@ -301,7 +290,7 @@ def test_first_ctrl_c_ends_the_interruptible_block_at_once() -> None:
         assert run.bounded(lambda: 1) is None  # no more work once stopped
 
 
-@pytest.mark.usefixtures("_python_sigint_handler")
+@pytest.mark.usefixtures("python_sigint_handler")
 def test_a_ctrl_c_the_solver_outran_still_stops_the_method() -> None:
     from placement.backends._base import SolveMonitor, run_interruptible
     from placement.milp import SolveParams
