@@ -44,7 +44,7 @@ import numpy as np
 
 from ..baselines.eplb import physical_slots
 from ..errors import input_error
-from ..formulations.layer_time import _place, load_lower_bound, pack, replica_counts, slot_loads
+from ..formulations.layer_time import _place, load_lower_bound, pack, replica_counts
 from ..placement import Placement, load_placement
 from ..registry import Method, Option, register, used_only_with
 from ..solution import Solution, Termination, make_solution
@@ -305,7 +305,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     # with split routing the placement is searched under an even split (vLLM's rule), then routed by the LP
     searched = dict(serving, replica="vllm") if split else serving
     objectives = [StepObjective.build(t, topology, **searched) for t in traces]
-    objective = objectives[0] if len(objectives) == 1 else MultiObjective(objectives, robust)
+    objective = _combined(objectives, robust)
     load = objective.sent.sum(axis=1)  # [L, E] selections per step, the search's unit of GPU load
     if len(objectives) > 1:
         w = load  # the starts balance the combined load of every trace fitted
@@ -331,9 +331,9 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         info.update({"rounds": res.rounds, "evaluations": objective.evaluations[0], "timed_out": res.timed_out})
     info["redundant_used"] = int(slots.shape[1] * slots.shape[2] - E)
     routing = None
-    if split:
-        routing, times = _route(slots, traces, topology, serving, load, run, info)
+    if split:  # now scored under the split rule itself
         objectives = [StepObjective.build(t, topology, **serving) for t in traces]
+        routing, times = _route(slots, _combined(objectives, robust), topology, load, run, info)
     if origin is not None:
         moved = moved_experts(slots, origin, E)
         expert_bytes = objectives[0].setup.expert.weight_bytes if objectives[0].setup.expert is not None else 0
@@ -344,9 +344,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
                                     "num_replicas": slots.shape[1] * slots.shape[2],
                                     **{k: v for k, v in serving.items() if v is not None}})
     count = np.maximum(placement.num_replicas(), 1)
-    share = w / count
-    load = slot_loads(slots, share).sum(axis=2)
-    ratio = load.max(axis=1) / np.maximum(load_lower_bound(w, count, G), 1e-300)
+    ratio = max_gpu_load(slots, w) / np.maximum(load_lower_bound(w, count, G), 1e-300)
     info.update({"max_load_over_bound_median": float(np.median(ratio)),
                  "max_load_over_bound_worst": float(ratio.max())})
     if len(objectives) > 1:
@@ -370,19 +368,22 @@ def _bound(traces: list, topology: Topology, objectives: list[StepObjective], sl
     return float((stack.mean(axis=0) if robust == "mean" or len(per) == 1 else stack.max(axis=0)).sum())
 
 
-def _route(slots: np.ndarray, traces: list, topology: Topology, serving: dict, load: np.ndarray, run,
+def _combined(objectives: list[StepObjective], robust: str):
+    """One objective for the traces fitted: the objective itself, or their :class:`MultiObjective`."""
+    return objectives[0] if len(objectives) == 1 else MultiObjective(objectives, robust)
+
+
+def _route(slots: np.ndarray, objective, topology: Topology, load: np.ndarray, run,
            info: dict) -> tuple[np.ndarray, np.ndarray]:
     """Routing fractions of ``replica='split'``: per layer the LP of :mod:`placement.formulations.split_routing`
-    (no GPU above the layer's busiest under an even split), kept where the evaluator finds it faster than
-    the even split; ``(routing [L, G, E, R], seconds per layer)`` under the split rule."""
+    (no GPU above the layer's busiest under an even split), kept where ``objective`` (the split rule's)
+    finds it faster than the even split; ``(routing [L, G, E, R], seconds per layer)``."""
     from ..formulations.split_routing import solve_split_routing
 
-    objectives = [StepObjective.build(t, topology, **serving) for t in traces]
-    objective = objectives[0] if len(objectives) == 1 else MultiObjective(objectives, info.get("robust", "mean"))
     holder = Placement(slots, num_experts=load.shape[1])
     rs = holder.replica_slots()  # [L, E, R]
     count = np.maximum(holder.num_replicas(), 1)
-    peak = slot_loads(slots, load / count).sum(axis=2).max(axis=1)  # [L] busiest GPU, even split
+    peak = max_gpu_load(slots, load)  # [L] busiest GPU, even split
     G = slots.shape[1]
     setup = objective.setup
     routing, seconds = solve_split_routing(slots, objective.sent, topology, setup.dispatch_wire.bytes_per_token,
