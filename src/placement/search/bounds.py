@@ -117,7 +117,10 @@ def step_time_bound(trace: Trace, topology: Topology, setup: ServingSetup, slots
     G = topology.num_gpus
     dispatch = combine = None
     held = None
-    for group in (topology.server_of, topology.rack_of):  # servers, then racks (leaves): the tighter per step
+    groupings = [topology.server_of]
+    if not np.array_equal(topology.rack_of, topology.server_of):
+        groupings.append(topology.rack_of)  # racks (leaves) of several servers: the tighter cut per step
+    for group in groupings:
         counts, held = _step_counts(trace, topology, setup, group)  # [steps, L, N, E], [steps, G]
         size = np.bincount(group, minlength=counts.shape[2])  # GPUs per group
         keep = slots_per_gpu * size  # experts a group can hold
