@@ -191,10 +191,15 @@ def _plot_migration(curves: dict, out: Path) -> None:
         moved = [m for _, m, _ in points]
         saved = [100 * (1 - r) for _, _, r in points]
         ax.plot(moved, saved, marker="o", label=name)
-        labels: dict[tuple, list[str]] = {}
-        for label, m, r in points:  # budgets that end at the same point share one label
-            labels.setdefault((m, round(100 * (1 - r), 6)), []).append(label)
-        for (m, y), names in labels.items():
+        span = max(max(moved), 1)
+        groups: list[tuple[float, float, list[str]]] = []  # budgets ending at (nearly) one point share a label
+        for label, m, y in zip((p[0] for p in points), moved, saved, strict=True):
+            near = [g for g in groups if abs(g[0] - m) <= 0.02 * span and abs(g[1] - y) <= 0.05]
+            if near:
+                near[0][2].append(label)
+            else:
+                groups.append((m, y, [label]))
+        for m, y, names in groups:
             ax.annotate("B=" + ", ".join(names), (m, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xlabel("experts moved (all layers)")
     ax.set_ylabel("step time saved vs the deployed placement (%)")
