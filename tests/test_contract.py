@@ -87,6 +87,8 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
 VARIANT_INSTANCES = ("chain-top2", SMALLEST, "pair-top1")
 #: options that put a method on its MILP path, so the backend under test is used
 MILP_SWITCHES = ("solver", "strategy")
+#: what a method's MILP path needs besides the switch (layer-time's is exact for one copy per expert or split)
+MILP_EXTRA: dict[str, dict[str, Any]] = {"layer-time": {"redundant": 0}}
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +110,8 @@ def _milp_options(method: Method, backend: str) -> dict[str, Any]:
     for option in method.options:
         if option.name in MILP_SWITCHES and option.choices and "milp" in option.choices:
             opts[option.name] = "milp"
+    if any(v == "milp" for v in opts.values()):
+        opts.update(MILP_EXTRA.get(method.name, {}))
     return opts
 
 

@@ -18,7 +18,8 @@ from ..milp import MilpModel, SolveParams, SolveResult, relative_gap
 from ..progress import Run
 from ..registry import Option
 
-__all__ = ["SOLVER_OPTIONS", "MIN_SOLVE_S", "SolveFailedError", "solve_model", "solver_params", "run_params",
+__all__ = ["SOLVER_OPTIONS", "MIN_SOLVE_S", "SolveFailedError", "solve_model", "solve_for_bound", "solver_params",
+           "run_params",
            "assignment_from_x",
            "experts_per_gpu_cap", "power_of_two_near", "proven_gap"]
 
@@ -96,6 +97,27 @@ def solve_model(model: MilpModel, backend: str, params: SolveParams, run: Run | 
         raise SolveFailedError(f"{backend} found no solution: termination={result.termination}, "
                                f"limit={result.limit}, status={result.raw_status} {result.message}".strip())
     return result
+
+
+def solve_for_bound(model: MilpModel, backend: str, params: SolveParams, run: Run | None = None) -> float | None:
+    """The proven bound of ``model``'s optimum from a (time-limited) solve, in model units; ``None`` when the solver
+    proved none.  For models solved only for their bound (a relaxation): a solve that stops without a solution is
+    no failure here, as no placement is read from it."""
+    from ..backends import get_backend
+
+    b = get_backend(backend)
+    ok, why = b.available()
+    if not ok:
+        raise PlacementInputError(f"backend {backend!r} is not available here: {why}", field="backend")
+    result = b.solve(model, params)
+    if run is not None:
+        run.note(result.limit)
+        if result.interrupted:
+            run.note("interrupted")
+    bound = result.bound
+    if result.termination.value == "optimal" and result.objective is not None:
+        bound = result.objective if bound is None or not math.isfinite(bound) else bound
+    return float(bound) if bound is not None and math.isfinite(bound) else None
 
 
 def assignment_from_x(x: np.ndarray) -> np.ndarray:

@@ -265,7 +265,8 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
                       tokens_per_gpu: int = 0, dispatch_dtype: str = "bf16", combine_dtype: str = "bf16",
                       gpu: str = "", overlap: bool = False, time_limit: float = 60.0, current: str = "",
                       max_moves: int = -1, windows: int = 1, robust: str = "mean", max_load: str = "free",
-                      also: str = "", full: bool = True, fewer_slots: bool = True, jobs: int = 1) -> Solution:
+                      also: str = "", full: bool = True, fewer_slots: bool = True, jobs: int = 1,
+                      backend: str = "highs", rel_gap: float = 1e-6) -> Solution:
     """The ``layer-time`` method (module docstring)."""
     from ..progress import begin
 
@@ -278,10 +279,23 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
                "tokens_per_gpu": tokens_per_gpu or None, "dispatch_dtype": dispatch_dtype,
                "combine_dtype": combine_dtype, "gpu": gpu or None, "overlap": overlap}
     split = replica == "split"
-    if split and transport == "deepep":
+    if split and transport == "deepep" and solver != "milp":
         raise input_error("replica='split' optimises routing fractions on expected flows without de-duplication; "
-                          "DeepEP de-duplicates per token: use transport nccl or deepep-ll, or a stack's rule",
+                          "DeepEP de-duplicates per token: use transport nccl or deepep-ll, a stack's rule, or "
+                          "solver='milp' (which routes each sender's selections of an expert to one replica)",
                           field="replica")
+    if solver == "milp":
+        if not split and P != E:
+            raise input_error(f"solver='milp' is exact for replica='split' (it chooses the routing) or for one replica "
+                              f"per expert, where every rule routes alike; replica={replica!r} with {P - E} redundant "
+                              "slots is not linear in the placement: set replica='split' or redundant=0, or use "
+                              "solver='search'", field="solver")
+        if windows > 1 or also:
+            raise input_error("solver='milp' fits one trace; windows and also (load shift) are solver='search' "
+                              "options", field="solver")
+        if max_moves >= 0 or max_load != "free":
+            raise input_error("solver='milp' has no migration budget or load cap in its model; max_moves and "
+                              "max_load are solver='search' options", field="solver")
     if max_moves >= 0 and not current:
         raise input_error("max_moves bounds the experts that move from the deployed placement; give it with "
                           "current=<placement file>", field="max_moves")
@@ -314,6 +328,20 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         cap = max_gpu_load(eplb_slots(load, P, G, nodes, trace.model.num_groups), load)
         if origin is not None:  # the deployed placement is where the search starts: it may stay as busy
             cap = np.maximum(cap, max_gpu_load(origin, load))
+    exact_fits = None  # the exact path: does every layer's full model fit (else the server bound, at scale)
+    if solver == "milp":
+        from ..formulations.step_time import MAX_NONZEROS
+        from .exact import estimate_nonzeros, layer_instances
+
+        served = StepObjective.build(trace, topology, **serving)
+        instances = layer_instances(served, P // G)
+        size = max(estimate_nonzeros(inst, "split" if split else "one-copy") for inst in instances)
+        exact_fits = size <= MAX_NONZEROS
+        info.update({"exact_model": "full" if exact_fits else "server-bound", "exact_model_entries_estimate": size})
+        if not exact_fits and instances[0].dedups:
+            raise input_error(f"the exact model of a layer would hold about {size:,} entries, over the "
+                              f"{MAX_NONZEROS:,} it builds, and the server bound used at scale needs a transport "
+                              "without de-duplication: use solver='search', or fewer tokens per step", field="solver")
     if solver == "fast":
         slots = origin if origin is not None and max_moves == 0 else _place(w, P, G, nodes, trace.model.num_groups)[0]
         if origin is not None and max_moves >= 0 and (moved_experts(slots, origin, E) > max_moves).any():
@@ -324,16 +352,30 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         start = origin if origin is not None else _choose_start(stats, topology, objective, w, P, nodes, cap, load,
                                                                 full and fewer_slots, full, run, info)
         budget = None if max_moves < 0 else np.full(L, max_moves)
-        res = improve(objective, start, deadline=run.deadline.until(share=0.7 if split else 1.0), origin=origin,
+        share = (0.3 if exact_fits else 0.4 if split else 0.5) if solver == "milp" else 0.7 if split else 1.0
+        res = improve(objective, start, deadline=run.deadline.until(share=share), origin=origin,
                       max_moves=budget, load_cap=cap, run=run, load=load, full=full,
                       jobs=jobs or (os.cpu_count() or 1))
         slots, times = res.slots, res.layer_time
         info.update({"rounds": res.rounds, "evaluations": objective.evaluations[0], "timed_out": res.timed_out})
     info["redundant_used"] = int(slots.shape[1] * slots.shape[2] - E)
     routing = None
-    if split:  # now scored under the split rule itself
-        objectives = [StepObjective.build(t, topology, **serving) for t in traces]
-        routing, times = _route(slots, _combined(objectives, robust), topology, load, run, info)
+    exact = None
+    if exact_fits:  # on the whole slot budget (the search may have left the spare slots out)
+        pad = np.full(slots.shape[:2] + (P // G - slots.shape[2],), -1, dtype=np.int64)
+        slots, routing, times, exact = _exact(instances, np.concatenate([slots, pad], axis=2), served, w, topology,
+                                              split, backend, rel_gap, run, jobs, info, full)
+    else:
+        if split:  # now scored under the split rule itself
+            objectives = [StepObjective.build(t, topology, **serving) for t in traces]
+            routing, times = _route(slots, _combined(objectives, robust), topology, load, run, info,
+                                    share=0.6 if solver == "milp" else 1.0)
+        if solver == "milp":  # at scale: the search's answer, the server relaxation's proven bound
+            from .exact import server_bounds
+
+            exact = {"bound": server_bounds(served, P // G, backend=backend, rel_gap=rel_gap, run=run),
+                     "optimal": False}
+            info["exact_server_bound_layers"] = int(np.isfinite(exact["bound"]).sum())
     if origin is not None:
         moved = moved_experts(slots, origin, E)
         expert_bytes = objectives[0].setup.expert.weight_bytes if objectives[0].setup.expert is not None else 0
@@ -350,22 +392,81 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     if len(objectives) > 1:
         info.update({"windows": windows, "robust": robust, "traces_fitted": len(objectives)})
     objective_value = float(times.sum())
-    bound = _bound(traces, topology, objectives, P // G, robust)
-    return make_solution(placement, "layer-time", termination=Termination.HEURISTIC, objective=objective_value,
+    bound = _bound(traces, topology, objectives, P // G, robust, per_layer=exact is not None)
+    termination = Termination.HEURISTIC
+    if exact is not None:  # the layers' proven MILP bounds, each at least the cut bound where that is valid
+        cut = np.full(L, -np.inf) if bound is None else bound
+        bound = float(np.maximum(exact["bound"], cut).sum())
+        termination = Termination.OPTIMAL if exact["optimal"] else Termination.FEASIBLE
+    return make_solution(placement, "layer-time", termination=termination, objective=objective_value,
                          bound=bound, wall_time=time.perf_counter() - t0, info=info, limit=run.limit)
 
 
 def _bound(traces: list, topology: Topology, objectives: list[StepObjective], slots_per_gpu: int,
-           robust: str) -> float | None:
+           robust: str, per_layer: bool = False):
     """The proven lower bound of :mod:`placement.search.bounds` for the slot budget, combined over the traces
-    fitted as the objective combines them (mean or per-layer max); ``None`` under de-duplicating transports."""
+    fitted as the objective combines them (mean or per-layer max); ``None`` under de-duplicating transports.
+    ``per_layer``: the ``float64 [L]`` bounds of the layers instead of their sum."""
     from .bounds import step_time_bound
 
     per = [step_time_bound(t, topology, o.setup, slots_per_gpu) for t, o in zip(traces, objectives, strict=True)]
     if any(b is None for b in per):
         return None
     stack = np.stack(per)
-    return float((stack.mean(axis=0) if robust == "mean" or len(per) == 1 else stack.max(axis=0)).sum())
+    layers = stack.mean(axis=0) if robust == "mean" or len(per) == 1 else stack.max(axis=0)
+    return layers if per_layer else float(layers.sum())
+
+
+def _exact(instances: list, start: np.ndarray, objective: StepObjective, w: np.ndarray, topology: Topology,
+           split: bool, backend: str, rel_gap: float, run, jobs: int, info: dict, full: bool):
+    """The exact path (:mod:`placement.search.exact`) on the layers' ``instances`` from the search's ``start
+    [L, G, S]``: ``(slots, routing, seconds per layer [L], {"bound": float64 [L], "optimal": bool})``;
+    ``objective`` scores the answer under the rule that will run."""
+    from .exact import LayerSolve, slots_and_routing, solve_layers, start_routing
+
+    L, G, S = start.shape
+    E = w.shape[1]
+    routing_mode = "split" if split else "one-copy"
+    integral = split and instances[0].dedups
+    x0 = []
+    r0 = []
+    for layer in range(L):
+        x = np.zeros((E, G), dtype=bool)
+        live = start[layer] >= 0
+        x[start[layer][live], np.nonzero(live)[0]] = True
+        x0.append(x)
+        r0.append(start_routing(start[layer], None, E, integral, np.asarray(topology.latency)) if split else None)
+    start_times = objective.layer_times(start, _even_routing(start, E) if split else None)
+    results = solve_layers(instances, routing_mode, x0, r0, backend=backend, rel_gap=rel_gap, run=run,
+                           jobs=jobs or (os.cpu_count() or 1))
+    solved = [res is not None for res in results]
+    filled = []
+    for i, res in enumerate(results):  # a layer the time or a Ctrl-C left unsolved keeps its start (no bound)
+        if res is None:
+            pairs = np.argwhere(instances[i].counts.sum(axis=0) > 0)
+            res = LayerSolve(x=x0[i], r=r0[i][pairs[:, 0], pairs[:, 1]] if split else None, pairs=pairs,
+                             objective=float(start_times[i]), bound=-np.inf, termination="not solved", limit="time",
+                             nonzeros=0)
+        filled.append(res)
+    slots, routing = slots_and_routing(filled, S, G, E, fill_slots if full else (lambda s, *_: s), w,
+                                       topology.server_of, split)
+    times = objective.layer_times(slots, routing)
+    model = np.array([r.objective for r in filled])
+    info.update({"exact_layers_solved": int(sum(solved)),
+                 "exact_layers_optimal": int(sum(r.termination == "optimal" for r in filled)),
+                 "exact_model_nonzeros_max": int(max(r.nonzeros for r in filled)),
+                 "exact_model_minus_evaluator_max": (float(np.max(np.abs(model - times)[solved])) if any(solved)
+                                                     else None),
+                 "exact_start_seconds": float(start_times.sum()), "exact_routing": routing_mode})
+    bound = np.array([r.bound for r in filled])
+    return slots, routing, times, {"bound": bound, "optimal": all(r.termination == "optimal" for r in filled)}
+
+
+def _even_routing(slots: np.ndarray, E: int) -> np.ndarray:
+    """``float64 [L, G, E, R]``: every sender splits each expert evenly over its replicas."""
+    rs = Placement(slots, num_experts=E).replica_slots()
+    even = (rs >= 0) / np.maximum((rs >= 0).sum(axis=2, keepdims=True), 1)
+    return np.broadcast_to(even[:, None], (rs.shape[0], slots.shape[1]) + rs.shape[1:]).copy()
 
 
 def _combined(objectives: list[StepObjective], robust: str):
@@ -374,7 +475,7 @@ def _combined(objectives: list[StepObjective], robust: str):
 
 
 def _route(slots: np.ndarray, objective, topology: Topology, load: np.ndarray, run,
-           info: dict) -> tuple[np.ndarray, np.ndarray]:
+           info: dict, share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Routing fractions of ``replica='split'``: per layer the LP of :mod:`placement.formulations.split_routing`
     (no GPU above the layer's busiest under an even split), kept where ``objective`` (the split rule's)
     finds it faster than the even split; ``(routing [L, G, E, R], seconds per layer)``."""
@@ -388,7 +489,7 @@ def _route(slots: np.ndarray, objective, topology: Topology, load: np.ndarray, r
     setup = objective.setup
     routing, seconds = solve_split_routing(slots, objective.sent, topology, setup.dispatch_wire.bytes_per_token,
                                            setup.combine_wire.bytes_per_token,
-                                           np.broadcast_to(peak[:, None], (len(peak), G)), rs, run=run)
+                                           np.broadcast_to(peak[:, None], (len(peak), G)), rs, run=run, share=share)
     even = np.where(rs >= 0, 1.0, 0.0) / count[..., None]
     even = np.broadcast_to(even[:, None], routing.shape).copy()
     t_lp = objective.layer_times(slots, routing)
@@ -411,11 +512,12 @@ register(Method(
     "layer-time", "least serving-step time with replicas, for the stack's replica rule and transport "
     "(evaluator-scored search from EPLB and fast-path starts)",
     "placement.search.method:layer_time_method", needs="load", kind="formulation", objective="step_time",
-    options=used_only_with((
+    options=used_only_with(used_only_with((
              Option("redundant", int, -1, "extra replicas per layer (-1: at least one per GPU, rounded up so slots "
                     "divide over GPUs)", minimum=0, auto=-1),
-             Option("solver", str, "search", "fast (numpy, ~25 ms) or search (evaluator-scored local search)",
-                    choices=("fast", "search")),
+             Option("solver", str, "search", "fast (numpy, ~25 ms), search (evaluator-scored local search) or "
+                    "milp (the exact path: each layer's step model as a MILP, warm-started from the search, "
+                    "with a proven bound; replica=split or redundant=0)", choices=("fast", "search", "milp")),
              Option("replica", str, "vllm", "the serving stack's replica rule the placement is for",
                     choices=_RULES),
              Option("transport", str, "nccl", "how tokens move: nccl, deepep, deepep-ll",
@@ -443,6 +545,9 @@ register(Method(
                     "(E / G slots per GPU) when that is faster; info['redundant_used'] says"),
              Option("max_load", str, "free", "eplb: no GPU of a layer busier than under EPLB with the same slots "
                     "(even split over replicas); free: step time alone decides", choices=("eplb", "free")),
-             Option("jobs", int, 1, "worker processes scoring trial placements in parallel (0: one per CPU core)",
-                    minimum=0)),
-        ("time_limit", "full", "fewer_slots", "max_load", "jobs"), "solver", ("search",))))
+             Option("jobs", int, 1, "worker processes scoring trial placements (search) or solving layers (milp) "
+                    "in parallel (0: one per CPU core)", minimum=0),
+             Option("backend", str, "highs", "solver backend of the exact path (see placement.backends.BACKENDS)"),
+             Option("rel_gap", float, 1e-6, "the exact path stops each layer at this relative gap", minimum=0.0)),
+        ("time_limit", "full", "fewer_slots", "max_load", "jobs"), "solver", ("search", "milp")),
+        ("backend", "rel_gap"), "solver", ("milp",))))

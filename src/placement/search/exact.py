@@ -1,0 +1,300 @@
+"""``layer-time``'s exact path (``solver="milp"``): the step model of each layer solved as a MILP.
+
+Each layer's model (:mod:`placement.formulations.step_time`) is built from the evaluator's own serving
+steps (:class:`StepObjective`: the same steps, senders, scale, wire bytes and compute model), warm-started
+from the search's placement, solved through the backends within the time left, and decoded into slots
+and (``replica="split"``) routing fractions.  The reported objective is the evaluator's figure of the
+decoded placement; the bound is the sum of the layers' proven MILP bounds, so the gap is proven for the
+model's placements (one replica per expert, or split routing; see the formulation's docstring).
+Layers are independent, so ``jobs`` worker processes solve them side by side.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import input_error
+from ..evaluation.serving import _steps_and_senders
+from ..evaluation.transports import rail_peer
+from ..formulations.step_time import MAX_NONZEROS, StepInstance, build_step_milp, decode, warm_start
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .objective import StepObjective
+
+__all__ = ["layer_instances", "estimate_nonzeros", "solve_layers", "LayerSolve", "slots_and_routing"]
+
+
+def layer_instances(objective: StepObjective, slots_per_gpu: int) -> list[StepInstance]:
+    """One :class:`StepInstance` per MoE layer, cut into steps exactly as the evaluator cuts them."""
+    trace, topology, setup = objective.trace, objective.topology, objective.setup
+    G, E, L = topology.num_gpus, trace.num_experts, trace.num_layers
+    senders = objective.senders if objective.senders != "uniform" else "round_robin"
+    dedups = setup.transport == "deepep" or (setup.transport == "nccl" and setup.dedup)
+    if setup.expert is None:
+        read = per_token = base = 0.0
+    else:
+        read = setup.expert.weight_bytes / setup.gpu.hbm_bandwidth
+        per_token = setup.expert.flops_per_token / (setup.gpu.peak(setup.expert.weight_dtype) * setup.gpu.efficiency)
+        base = per_token * setup.gpu.half_rows
+    common = {"route": topology.route_matrix.tocsr(),
+              "dispatch_s": setup.dispatch_wire.bytes_per_token / topology.arc_bandwidth,
+              "combine_s": setup.combine_wire.bytes_per_token / topology.arc_bandwidth,
+              "latency": np.asarray(topology.latency, dtype=np.float64),
+              "server_of": np.asarray(topology.server_of, dtype=np.int64),
+              "rail_peer": rail_peer(np.asarray(topology.server_of, dtype=np.int64)), "expert_read": read,
+              "expert_per_token": per_token, "expert_base": base, "slots_per_gpu": int(slots_per_gpu),
+              "transport": setup.transport, "dedup": bool(setup.dedup), "overlap": bool(setup.overlap)}
+    out = []
+    if trace.kind == "tokens":
+        keep, step, src, S, scale = _steps_and_senders(trace, G, setup.tokens_per_step, senders)
+        experts = trace.experts[: int(keep)].astype(np.int64)
+        held = np.bincount(step * G + src, minlength=S * G).reshape(S, G) * scale
+        shared = setup.num_shared_experts * setup.expert_time(held)
+        for layer in range(L):
+            ex = experts[:, layer, :]
+            k = ex.shape[1]
+            codes = ((np.repeat(step, k) * G + np.repeat(src, k)) * E + ex.ravel())
+            counts = np.bincount(codes, minlength=S * G * E).reshape(S, G, E) * scale
+            out.append(StepInstance(counts=counts, tokens=ex if dedups else None, token_src=src if dedups else None,
+                                    token_step=step if dedups else None, token_weight=scale, shared=shared,
+                                    **common))
+        return out
+    if dedups:
+        trace.require_tokens(f"transport '{setup.transport}' with de-duplication")
+    from ..stats import TraceStats
+
+    stats = TraceStats(trace)
+    if senders == "trace":
+        by_origin = stats.load_by_origin.astype(np.float64)  # [G, L, E]
+    else:
+        by_origin = np.broadcast_to(stats.load.astype(np.float64) / G, (G, L, E))
+    scale = setup.tokens_per_step / max(stats.load.sum(axis=1).max() / trace.top_k, 1e-300)
+    shared = setup.num_shared_experts * setup.expert_time(np.full((1, G), setup.tokens_per_step / G))
+    for layer in range(L):
+        out.append(StepInstance(counts=(by_origin[:, layer, :] * scale)[None], tokens=None, token_src=None,
+                                token_step=None, token_weight=1.0, shared=shared, **common))
+    return out
+
+
+def estimate_nonzeros(inst: StepInstance, routing: str) -> int:
+    """A close upper estimate of the entries of the layer's model (decides before building it)."""
+    S, G, E = inst.shape
+    nz = int(np.count_nonzero(inst.counts))
+    legs = 2 if inst.transport == "deepep" else 1
+    est = 2 * nz * G + legs * 2 * S * inst.route.nnz + 4 * legs * S * G * G + 2 * E * G
+    if routing == "split":
+        est += 3 * nz * G + 6 * S * E * G + 2 * nz * G
+    if inst.tokens is not None:
+        n, k = inst.tokens.shape
+        est += 2 * n * k * G + (2 * n * k * G if inst.transport == "deepep" else 0)
+    return est
+
+
+@dataclass(frozen=True)
+class LayerSolve:
+    """One layer's exact-path outcome: ``x bool [E, G]``, ``r float64 [P, G]`` or ``None``, ``pairs``, the
+    model's objective and proven bound (seconds), the backend's termination and limit."""
+
+    x: np.ndarray
+    r: np.ndarray | None
+    pairs: np.ndarray
+    objective: float
+    bound: float
+    termination: str
+    limit: str
+    nonzeros: int
+
+
+def _build(inst: StepInstance, routing: str, x0: np.ndarray, r0_gpu: np.ndarray | None):
+    """``(model, index, warm start)`` of one layer."""
+    model, index = build_step_milp(inst, routing)
+    r0 = None if r0_gpu is None else r0_gpu[index.pairs[:, 0], index.pairs[:, 1]]
+    return model, index, warm_start(model, index, inst, x0, r0)
+
+
+def _decoded(model, index, res) -> LayerSolve:
+    x, r = decode(model, res.solution, index)
+    bound = res.bound * index.unit if res.bound is not None and math.isfinite(res.bound) else -math.inf
+    return LayerSolve(x=x, r=r, pairs=index.pairs, objective=float(res.objective) * index.unit,
+                      bound=float(bound), termination=str(getattr(res.termination, "value", res.termination)),
+                      limit=str(getattr(res.limit, "value", res.limit)), nonzeros=model.nnz)
+
+
+def _solve_one(inst: StepInstance, routing: str, x0: np.ndarray, r0_gpu: np.ndarray | None, backend: str,
+               time_limit: float | None, rel_gap: float, deadline: float | None) -> LayerSolve:
+    """Build, warm-start and solve one layer in a worker process (``jobs > 1``)."""
+    from ..formulations._common import solve_model, solver_params
+
+    model, index, ws = _build(inst, routing, x0, r0_gpu)
+    params = solver_params(time_limit=time_limit or 0.0, rel_gap=rel_gap, threads=1, warm_start=ws,
+                           deadline=deadline)
+    return _decoded(model, index, solve_model(model, backend, params))
+
+
+def start_routing(slots: np.ndarray, routing_table: np.ndarray | None, E: int, integral: bool,
+                  latency: np.ndarray) -> np.ndarray:
+    """``float64 [G, E, G]`` per (sender, expert) the share served on each GPU for a start placement
+    ``slots int [G, S]``: the placement's own routing table ``[G, E, R]`` when given, else an even split over
+    the GPUs holding the expert; with ``integral`` one GPU each (the sender's own, else the nearest by latency)."""
+    G, S = slots.shape
+    holds = np.zeros((E, G), dtype=bool)
+    live = slots >= 0
+    holds[slots[live], np.nonzero(live)[0]] = True
+    share = np.zeros((G, E, G))
+    if routing_table is not None:
+        from ..placement import Placement
+
+        rs = Placement(slots[None], num_experts=E).replica_slots()[0]  # [E, R]
+        gpu = np.where(rs >= 0, rs // S, 0)
+        for j in range(rs.shape[1]):
+            ok = rs[:, j] >= 0
+            np.add.at(share, (slice(None), np.flatnonzero(ok), gpu[ok, j]), routing_table[:, ok, j])
+    else:
+        share[:] = holds[None].astype(np.float64)
+        share /= np.maximum(share.sum(axis=2, keepdims=True), 1.0)
+    if integral:
+        near = np.where(holds[None, :, :], latency[:, None, :] + np.eye(G)[:, None, :] * -1.0, np.inf)  # own first
+        pick = np.argmin(near, axis=2)  # [G, E]
+        share = np.zeros((G, E, G))
+        share[np.arange(G)[:, None], np.arange(E)[None, :], pick] = 1.0
+    return share
+
+
+def slots_and_routing(results: list[LayerSolve], S: int, G: int, E: int, fill, weight: np.ndarray,
+                      node_of_gpu: np.ndarray, split: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(slots int64 [L, G, S], routing float64 [L, G, E, R] or None)`` of the layers' solutions; spare slots
+    are filled by ``fill`` (copies that the split routing gives no share, so the objective is unchanged)."""
+    from ..placement import Placement
+
+    L = len(results)
+    slots = np.full((L, G, S), -1, dtype=np.int64)
+    for layer, res in enumerate(results):
+        for g in range(G):
+            held = np.flatnonzero(res.x[:, g])
+            slots[layer, g, : held.size] = held
+    if (slots < 0).any():
+        slots = fill(slots, weight, node_of_gpu)
+    if not split:
+        return slots, None
+    rs = Placement(slots, num_experts=E).replica_slots()  # [L, E, R]
+    R = rs.shape[2]
+    routing = np.zeros((L, G, E, R))
+    for layer, res in enumerate(results):
+        share = np.zeros((G, E, G))
+        share[res.pairs[:, 0], res.pairs[:, 1]] = res.r
+        gpu = np.where(rs[layer] >= 0, rs[layer] // S, -1)  # [E, R]
+        first = np.ones_like(gpu, dtype=bool)  # only the first slot of an expert on a GPU takes its share
+        for j in range(1, R):
+            first[:, j] = ~(gpu[:, :j] == gpu[:, j:j + 1]).any(axis=1)
+        ok = (gpu >= 0) & first
+        routing[layer] = np.where(ok[None], share[:, np.arange(E)[:, None], np.maximum(gpu, 0)], 0.0)
+        none = routing[layer].sum(axis=2) <= 0  # a (sender, expert) with no selections: an even split
+        even = (rs[layer] >= 0) / np.maximum((rs[layer] >= 0).sum(axis=1, keepdims=True), 1)
+        routing[layer] = np.where(none[..., None], even[None], routing[layer])
+    return slots, routing
+
+
+def solve_layers(instances: list[StepInstance], routing: str, x0: list[np.ndarray], r0: list[np.ndarray | None],
+                 *, backend: str, rel_gap: float, run, jobs: int) -> list[LayerSolve]:
+    """Solve every layer (``jobs`` worker processes), each within an equal share of the time left.
+
+    A layer whose model would exceed :data:`~placement.formulations.step_time.MAX_NONZEROS` entries is refused
+    before anything is built."""
+    L = len(instances)
+    big = [(layer, estimate_nonzeros(inst, routing)) for layer, inst in enumerate(instances)]
+    over = [(layer, n) for layer, n in big if n > MAX_NONZEROS]
+    if over:
+        layer, n = over[0]
+        raise input_error(f"the exact model of layer {layer} would hold about {n:,} entries, over the "
+                          f"{MAX_NONZEROS:,} it builds; use solver='search', or fewer tokens per step", field="solver")
+    results: list[LayerSolve | None] = [None] * L
+    workers = max(1, min(int(jobs), L))
+    rounds = math.ceil(L / workers)
+
+    def limit(done_rounds: int) -> float | None:
+        left = run.deadline.budget()
+        if not math.isfinite(left):
+            return None
+        return max(0.05, left / max(1, rounds - done_rounds))
+
+    from ..formulations._common import run_params, solve_model
+
+    def report(layer: int) -> None:
+        done = [r for r in results if r is not None]
+        run.update(incumbent=sum(r.objective for r in done), bound=sum(r.bound for r in done),
+                   stage=f"layer {layer + 1}/{L}")
+
+    if workers == 1:  # in this process: the run's deadline, progress and Ctrl-C reach the solver
+        for layer, inst in enumerate(instances):
+            model, index, ws = _build(inst, routing, x0[layer], r0[layer])
+            params = run_params(run, rel_gap=rel_gap, parts=L - layer, warm_start=ws)
+            if params is None:  # time is up or Ctrl-C: the layers left keep their starts
+                break
+            results[layer] = _decoded(model, index, solve_model(model, backend, params, run))
+            report(layer)
+        return results  # type: ignore[return-value]
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        with run.interruptible():
+            futures = [pool.submit(_solve_one, inst, routing, x0[layer], r0[layer], backend,
+                                   limit(layer // workers), rel_gap, None) for layer, inst in enumerate(instances)]
+            for layer in range(L):
+                if run.stopped:
+                    break
+                results[layer] = futures[layer].result()
+                report(layer)
+    finally:
+        pool.shutdown(wait=not run.stopped, cancel_futures=True)
+    return results  # type: ignore[return-value]
+
+
+def server_bounds(objective: StepObjective, slots_per_gpu: int, *, backend: str, rel_gap: float,
+                  run) -> np.ndarray:
+    """``float64 [L]`` proven lower bounds of every placement's layer times from the server relaxation
+    (:mod:`placement.formulations.server_bound`); ``-inf`` for a layer the time left no bound for.  Only for
+    transports without de-duplication."""
+    from ..formulations._common import run_params, solve_for_bound
+    from ..formulations.server_bound import build_server_bound
+    from .bounds import _step_counts, server_cuts
+
+    trace, topology, setup = objective.trace, objective.topology, objective.setup
+    G, L = topology.num_gpus, trace.num_layers
+    server = np.asarray(topology.server_of, dtype=np.int64)
+    N = int(server.max()) + 1
+    counts, held = _step_counts(trace, topology, setup, server)  # [S, L, N, E], [S, G]
+    size = np.bincount(server, minlength=N)
+    out_bw, in_bw = server_cuts(topology)
+    groups = [(np.arange(N), out_bw, in_bw)]
+    group_counts = [counts]
+    rack = np.asarray(topology.rack_of, dtype=np.int64)
+    if not np.array_equal(rack, server):
+        first = np.array([np.flatnonzero(server == n)[0] for n in range(N)])
+        r_out, r_in = server_cuts(topology, rack)
+        groups.append((rack[first], r_out, r_in))
+        group_counts.append(_step_counts(trace, topology, setup, rack)[0])
+    shared_gpu = setup.num_shared_experts * setup.expert_time(held)  # [S, G]
+    read = float(setup.expert_time(np.array([1e-9]))[0])
+    active = (counts.sum(axis=2) > 0).sum(axis=2)  # [S, L]
+    floor = np.ceil(active / G) * read + shared_gpu.min(axis=1)[:, None]  # [S, L]
+    out = np.full(L, -np.inf)
+
+    def build(layer: int):
+        return build_server_bound([c[:, layer] for c in group_counts], size, slots_per_gpu, groups,
+                                  setup.dispatch_wire.bytes_per_token, setup.combine_wire.bytes_per_token,
+                                  floor[:, layer], setup.overlap)
+
+    for layer in range(L):  # LPs of a tenth of a second each at 64 GPUs: one process
+        model, unit = build(layer)
+        params = run_params(run, rel_gap=rel_gap, parts=L - layer)
+        if params is None:
+            break
+        bound = solve_for_bound(model, backend, params, run)
+        if bound is not None:
+            out[layer] = bound * unit
+        run.update(bound=float(np.where(np.isfinite(out), out, 0).sum()), stage=f"server bound {layer + 1}/{L}")
+    return out
