@@ -24,6 +24,9 @@ Sections
                  fitted on one or both (``also=``), scored on fresh tokens of each.
     ``domains``  real load shift (per-domain expert counts of OLMoE and Mixtral from allenai/OLMoE): fit on
                  one domain, or robustly on the four others (``also=``), score on the held-out domain.
+    ``exact``    the exact path (``solver=milp``): on Mixtral x 8 GPUs (full model) its step time / the search's
+                 and its proven gap; on DeepSeek-R1's shape at 64 and 256 GPUs the server bound's gap, with
+                 the cut bound and EPLB from the same run.
 """
 
 from __future__ import annotations
@@ -134,6 +137,45 @@ def balance(args) -> None:
                              f"{sol.info['ratio_worst']:.4f}, {sol.info['layers_proven']} layers optimal, "
                              f"{sol.wall_time:.0f} s")
                 print(f"{tname:<12}{G:>5} {label:<22}{np.median(r):>9.4f}{r.max():>9.4f}{extra}", flush=True)
+
+
+def exact(args) -> None:
+    """The exact path: where the full model fits (Mixtral on 8 GPUs, 30 s), its proven gap and what it gains over
+    the search alone (9 s, the share the exact path gives it); at 64 and 256 GPUs (DeepSeek-R1's shape), the search's placement with the server relaxation's
+    bound, against the cut bound and EPLB, within ``--exact-time`` seconds."""
+    from placement.evaluation import serving_setup
+    from placement.search.bounds import step_time_bound
+    from placement.trace.synthesize import synthesize
+
+    print(f"{'instance':<44}{'milp/search':>12}{'gap':>8}{'optimal layers':>16}{'time':>8}")
+    for model, topo_name, opts in (("mixtral-8x7b", "fat-tree:2x4", {"redundant": 0}),
+                                   ("mixtral-8x7b", "fat-tree:2x4", {"replica": "split"}),
+                                   ("mixtral-8x7b", "fat-tree:2x4", {"redundant": 0, "transport": "deepep"}),
+                                   ("mixtral-8x7b", "fat-tree:2x4", {"replica": "split", "transport": "deepep"})):
+        topo = preset(topo_name)
+        trace = synthesize(model, 256, num_ranks=topo.num_gpus, seed=0)
+        serving = {"tokens_per_step": 128, **opts}
+        t0 = time.perf_counter()
+        sol = solve(trace, topo, "layer-time", solver="milp", time_limit=30, **serving)
+        wall = time.perf_counter() - t0
+        search = solve(trace, topo, "layer-time", time_limit=9, **serving)
+        label = f"{model} {topo_name} " + ",".join(f"{k}={v}" for k, v in opts.items())
+        print(f"{label:<44}{sol.objective / search.objective:>12.4f}{sol.gap:>8.4f}"
+              f"{sol.info['exact_layers_optimal']:>10}/{trace.num_layers:<5}{wall:>8.1f}", flush=True)
+    print(f"{'DeepSeek-R1 shape, vLLM':<26}{'GPUs':>5}{'ms':>9}{'/ EPLB':>8}{'bound ms':>10}{'cut ms':>8}"
+          f"{'gap':>8}{'time':>8}")
+    for G in (64, 256):
+        topo = preset(f"fat-tree:{G // 8}x8")
+        trace = synthesize("deepseek-v3", 128 * G, num_ranks=G, seed=0)
+        t0 = time.perf_counter()
+        sol = solve(trace, topo, "layer-time", solver="milp", time_limit=args.exact_time, jobs=0)
+        wall = time.perf_counter() - t0
+        eplb = solve(trace, topo, "eplb").placement
+        ref = placement.evaluate(eplb, trace, topo, replica="vllm").step_time
+        setup = serving_setup(trace, topo, replica="vllm", transport="nccl", dedup=False)
+        cut = float(step_time_bound(trace, topo, setup, sol.placement.slots_per_gpu).sum())
+        print(f"{'':<26}{G:>5}{sol.objective * 1e3:>9.2f}{sol.objective / ref:>8.3f}{sol.bound * 1e3:>10.2f}"
+              f"{cut * 1e3:>8.2f}{sol.gap:>8.3f}{wall:>8.1f}", flush=True)
 
 
 def deepep(args) -> None:
@@ -295,7 +337,7 @@ def domains(args) -> None:
 
 
 SECTIONS = {"compare": compare, "balance": balance, "deepep": deepep, "migration": migration, "shift": shift,
-            "workloads": workloads, "domains": domains}
+            "workloads": workloads, "domains": domains, "exact": exact}
 
 
 def main() -> None:
@@ -306,6 +348,7 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=30.0)
     parser.add_argument("--plot-dir", help="write the migration plot (migration.png) here")
     parser.add_argument("--balance-time", type=float, default=120.0, help="time limit of the balance MILP")
+    parser.add_argument("--exact-time", type=float, default=120.0, help="time limit of the exact path")
     parser.add_argument("--slow", action="store_true", help="also transmission-load, alltoall-time, exflow")
     args = parser.parse_args()
     for name in args.section:

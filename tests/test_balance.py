@@ -58,3 +58,22 @@ def test_cardinality_bound_by_hand():
     assert cardinality_bound(np.array([10.0, 1, 1, 1]), np.ones(4, dtype=int), 2, 2) == 11.0
     # whole loads: mean 6.5 rounds up to 7 (loads 1..4 on 2 GPUs of 2 slots: {1,4} {2,3} -> 5; mean 5)
     assert cardinality_bound(np.array([4.0, 3, 3, 3]), np.ones(4, dtype=int), 2, 2) == 7.0
+
+
+def test_group_bound_when_hot_experts_share_the_light_ones():
+    # 9, 9, 9 on 4 GPUs of 2 slots need 3 companions among 1, 1, 5, 5, 5: the three GPUs holding them carry
+    # 27 + 1 + 1 + 5 = 34, so one carries >= 34 / 3 -> 12 (whole loads); one hot expert alone gives 9 + 1 = 10
+    share = np.array([9.0, 9, 9, 1, 1, 5, 5, 5])
+    ones = np.ones(8, dtype=int)
+    assert cardinality_bound(share, ones, 4, 2) == 12.0
+    assert brute_force(share, ones, 4, 2) == 14.0  # 9 + 5 on one GPU at best
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_group_bound_is_never_above_the_optimum(seed):
+    rng = np.random.default_rng(seed)
+    share = np.sort(rng.integers(1, 30, size=8).astype(float))
+    share[-rng.integers(1, 4):] *= 4  # a few hot experts
+    ones = np.ones(8, dtype=int)
+    for G, S in ((4, 2), (2, 4)):
+        assert cardinality_bound(share, ones, G, S) <= brute_force(share, ones, G, S) + 1e-9

@@ -11,12 +11,18 @@ Per layer (layers are independent and are solved one by one)
     ``sum_e s[e] y[e, g] <= T`` and ``T >= lb`` with the closed-form bound below.
 
 Lower bound (valid for the fixed counts)
-    ``lb = max(sum_e w[e] / G, max_e (s[e] + the S - 1 smallest shares of other experts))`` when every
-    slot is filled (``sum_e c[e] = G S``: the GPU holding ``e`` holds ``S - 1`` other replicas), else
-    ``max(mean, max_e s[e])``; rounded up when every share is a whole number of selections (then so is
-    every GPU load, and ``T`` is an integer variable).  The solver's bound is at least this.
+    ``lb = max(sum_e w[e] / G, max_e (s[e] + the S - 1 smallest shares of other experts), group)`` where the
+    second term needs every slot filled (``sum_e c[e] = G S``: the GPU holding ``e`` holds ``S - 1`` other
+    replicas) and ``group`` (:func:`group_bound`) lets the ``j`` largest replicas share the lightest items:
+    they lie on ``m`` GPUs holding ``m S`` items, so one of them carries at least
+    ``(top_j + the m S - j smallest others) / m``, maximised over ``j``, minimised over ``m``; rounded up when
+    every share is a whole number of selections (then so is every GPU load, and ``T`` is an integer
+    variable).  The solver's bound is at least this.
 
-Warm start: the fast path's node-blind packing with swaps (:func:`~placement.formulations.layer_time.pack`).
+Warm start: the fast path's node-blind packing with swaps (:func:`~placement.formulations.layer_time.pack`),
+then :func:`exchange` (one-for-one and two-for-two slot exchanges with the busiest GPU); a layer it brings
+to the bound is proven optimal without a solve.
+
 Objective reported: ``sum_l max_g load[l, g]`` (selections), the ``max_gpu_load`` objective of
 :mod:`placement.objectives`; ``info["ratio_median"]``, ``["ratio_worst"]`` give per-layer max load over
 the proven bound.
@@ -24,6 +30,7 @@ the proven bound.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import TYPE_CHECKING
@@ -42,25 +49,119 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..stats import TraceStats
     from ..topology import Topology
 
-__all__ = ["build_balance", "cardinality_bound", "balance_method"]
+__all__ = ["build_balance", "cardinality_bound", "group_bound", "exchange", "balance_method"]
 
 
 def cardinality_bound(share: np.ndarray, count: np.ndarray, num_gpus: int, slots_per_gpu: int) -> float:
     """The closed-form lower bound of the module docstring for one layer (``share``, ``count float/int [E]``)."""
     G, S = num_gpus, slots_per_gpu
     mean = float((share * count).sum()) / G
+    best = max(mean, float(share.max()), group_bound(np.repeat(share, count), G, S))
     if int(count.sum()) != G * S or S == 1:
-        return _integral(max(mean, float(share.max())), share, count)
+        return _integral(best, share, count)
     items = np.sort(np.repeat(share, count))  # every replica's load, increasing
     # for expert e: its share plus the S - 1 smallest replicas of *other* experts
-    best = 0.0
     for e in np.argsort(-share)[: min(len(share), 8)]:  # the largest shares decide the maximum
         own = np.flatnonzero(np.isclose(items, share[e]))[: int(count[e])]
         mask = np.ones(items.size, dtype=bool)
         mask[own] = False
         rest = items[mask][: S - 1].sum()
         best = max(best, float(share[e]) + float(rest))
-    return _integral(max(mean, best), share, count)
+    return _integral(best, share, count)
+
+
+def group_bound(items: np.ndarray, num_gpus: int, slots_per_gpu: int) -> float:
+    """A lower bound of the largest GPU load when ``items float [n]`` (replica loads) fill at most
+    ``slots_per_gpu`` slots on each of ``num_gpus`` GPUs (empty slots count as items of load 0).
+
+    The ``j`` largest items lie on some ``m`` GPUs, ``ceil(j / S) <= m <= min(j, G)``, which hold ``m S`` items: the
+    ``j`` and at least the ``m S - j`` smallest others, so the busiest of them carries at least
+    ``(top_j + smallest_{m S - j}) / m``; the bound is ``max_j min_m`` of that.  Two hot experts that must share
+    the lightest items (each needs ``S - 1`` companions) lift it above the one-expert bound.
+
+    >>> group_bound(np.array([9.0, 9, 1, 1, 1, 1, 5, 5]), 4, 2)  # (9 + 9 + 1 + 1) / 2
+    10.0
+    """
+    G, S = int(num_gpus), int(slots_per_gpu)
+    desc = np.sort(np.asarray(items, dtype=np.float64))[::-1]
+    desc = np.concatenate([desc, np.zeros(max(0, G * S - desc.size))])
+    top = np.concatenate([[0.0], np.cumsum(desc)])
+    low = np.concatenate([[0.0], np.cumsum(desc[::-1])])
+    best = 0.0
+    for j in range(1, min(desc.size, G * S) + 1):
+        m = np.arange(-(-j // S), min(j, G) + 1)
+        if not m.size:
+            break
+        best = max(best, float(((top[j] + low[m * S - j]) / m).min()))
+    return best
+
+
+def exchange(share: np.ndarray, slots: np.ndarray, lower: float, max_moves: int = 10_000) -> np.ndarray:
+    """``int64 [G, S]``: ``slots`` (expert per slot, ``-1`` empty) after exchanges that lower the largest GPU load.
+
+    While some GPU is above ``lower``: for a GPU at the maximum, the exchange of one of its slots with one slot
+    of another GPU, or two with two, that leaves both below the maximum (the best such pair: the least larger
+    of the two new loads), never putting two replicas of an expert on one GPU; stops when none exists.
+    ``share float [E]`` is each replica's load.
+    """
+    out = np.array(slots, dtype=np.int64, copy=True)
+    G, S = out.shape
+    pairs = np.array(list(itertools.combinations(range(S), 2)), dtype=np.int64).reshape(-1, 2)
+    for _ in range(max_moves):
+        item = np.where(out >= 0, share[np.maximum(out, 0)], 0.0)
+        load = item.sum(axis=1)
+        top = float(load.max())
+        if top <= lower * (1 + 1e-12):
+            break
+        holds = np.zeros((share.size + 1, G), dtype=bool)  # row E: "empty", never a conflict
+        holds[np.where(out >= 0, out, share.size), np.arange(G)[:, None]] = True
+        holds[share.size] = False
+        moved = False
+        for g in np.flatnonzero(load >= top - 1e-9):
+            # one for one: slot a of g <-> slot b of h
+            d = item[g][:, None, None] - item[None, :, :]  # [S, G, S]
+            worst = np.maximum(load[g] - d, load[None, :, None] + d)
+            eg = np.where(out[g] >= 0, out[g], share.size)  # [S]
+            clash = holds[eg][:, :, None] | holds[np.where(out >= 0, out, share.size), g][None, :, :]
+            same = eg[:, None, None] == np.where(out >= 0, out, -2)[None, :, :]
+            bad = (d <= 0) | (clash & ~same)
+            bad[:, g, :] = True
+            worst[bad] = np.inf
+            i = np.unravel_index(np.argmin(worst), worst.shape)
+            if worst[i] < top - 1e-9:
+                a, h, b = (int(v) for v in i)
+                out[g, a], out[h, b] = out[h, b], out[g, a]
+                moved = True
+                break
+            if len(pairs) == 0:
+                continue
+            # two for two
+            ps = item[:, pairs].sum(axis=2)  # [G, P]
+            d = ps[g][:, None, None] - ps[None, :, :]
+            worst = np.maximum(load[g] - d, load[None, :, None] + d)
+            bad = d <= 0
+            bad[:, g, :] = True
+            worst[bad] = np.inf
+            for _try in range(8):  # the best few candidates, skipping those that would pair two replicas
+                i = np.unravel_index(np.argmin(worst), worst.shape)
+                if not worst[i] < top - 1e-9:
+                    break
+                a, h, b = (int(v) for v in i)
+                ga, hb = out[g, pairs[a]].copy(), out[h, pairs[b]].copy()
+                stay_h = np.delete(out[h], pairs[b])
+                stay_g = np.delete(out[g], pairs[a])
+                if np.intersect1d(ga[ga >= 0], stay_h[stay_h >= 0]).size or \
+                        np.intersect1d(hb[hb >= 0], stay_g[stay_g >= 0]).size:
+                    worst[i] = np.inf
+                    continue
+                out[g, pairs[a]], out[h, pairs[b]] = hb, ga
+                moved = True
+                break
+            if moved:
+                break
+        if not moved:
+            break
+    return out
 
 
 def _integral(bound: float, share: np.ndarray, count: np.ndarray) -> float:
@@ -117,10 +218,11 @@ def balance_method(stats: TraceStats, topology: Topology, redundant: int = 0, ti
                           "slots", field="redundant")
     share = w / count
     start = pack(w, count, G, 1, S)  # node-blind: balance alone
+    lbs = np.array([cardinality_bound(share[layer], count[layer], G, S) for layer in range(L)])
+    start = np.stack([exchange(share[layer], start[layer], lbs[layer]) for layer in range(L)])
     slots = start.copy()
     peaks = slot_loads(start, share).sum(axis=2).max(axis=1)  # [L]
     terms: set[Termination] = set()
-    lbs = np.array([cardinality_bound(share[layer], count[layer], G, S) for layer in range(L)])
     bounds = np.minimum(lbs, peaks)
     with run.interruptible():
         for layer in range(L):

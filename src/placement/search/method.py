@@ -285,11 +285,6 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
                           "solver='milp' (which routes each sender's selections of an expert to one replica)",
                           field="replica")
     if solver == "milp":
-        if not split and P != E:
-            raise input_error(f"solver='milp' is exact for replica='split' (it chooses the routing) or for one replica "
-                              f"per expert, where every rule routes alike; replica={replica!r} with {P - E} redundant "
-                              "slots is not linear in the placement: set replica='split' or redundant=0, or use "
-                              "solver='search'", field="solver")
         if windows > 1 or also:
             raise input_error("solver='milp' fits one trace; windows and also (load shift) are solver='search' "
                               "options", field="solver")
@@ -329,15 +324,27 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         if origin is not None:  # the deployed placement is where the search starts: it may stay as busy
             cap = np.maximum(cap, max_gpu_load(origin, load))
     exact_fits = None  # the exact path: does every layer's full model fit (else the server bound, at scale)
+    server_bound = None
     if solver == "milp":
         from ..formulations.step_time import MAX_NONZEROS
         from .exact import estimate_nonzeros, layer_instances
 
         served = StepObjective.build(trace, topology, **serving)
         instances = layer_instances(served, P // G)
-        size = max(estimate_nonzeros(inst, "split" if split else "one-copy") for inst in instances)
+        size = max(estimate_nonzeros(inst, "split" if split or P != E else "one-copy") for inst in instances)
         exact_fits = size <= MAX_NONZEROS
         info.update({"exact_model": "full" if exact_fits else "server-bound", "exact_model_entries_estimate": size})
+        if not exact_fits and not instances[0].dedups:  # at scale: the server relaxation's bound, first (the
+            from .exact import server_bounds  # search then takes the time left)
+
+            server_bound = server_bounds(served, P // G, backend=backend, rel_gap=rel_gap, run=run,
+                                         jobs=jobs or (os.cpu_count() or 1))
+            info["exact_server_bound_layers"] = int(np.isfinite(server_bound).sum())
+        if exact_fits and not split and P != E:
+            raise input_error(f"solver='milp' is exact for replica='split' (it chooses the routing) or for one replica "
+                              f"per expert, where every rule routes alike; replica={replica!r} with {P - E} redundant "
+                              "slots is not linear in the placement: set replica='split' or redundant=0, or use "
+                              "solver='search'", field="solver")
         if not exact_fits and instances[0].dedups:
             raise input_error(f"the exact model of a layer would hold about {size:,} entries, over the "
                               f"{MAX_NONZEROS:,} it builds, and the server bound used at scale needs a transport "
@@ -352,7 +359,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         start = origin if origin is not None else _choose_start(stats, topology, objective, w, P, nodes, cap, load,
                                                                 full and fewer_slots, full, run, info)
         budget = None if max_moves < 0 else np.full(L, max_moves)
-        share = (0.3 if exact_fits else 0.4 if split else 0.5) if solver == "milp" else 0.7 if split else 1.0
+        share = 0.3 if exact_fits else 0.7 if split else 1.0
         res = improve(objective, start, deadline=run.deadline.until(share=share), origin=origin,
                       max_moves=budget, load_cap=cap, run=run, load=load, full=full,
                       jobs=jobs or (os.cpu_count() or 1))
@@ -368,14 +375,9 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     else:
         if split:  # now scored under the split rule itself
             objectives = [StepObjective.build(t, topology, **serving) for t in traces]
-            routing, times = _route(slots, _combined(objectives, robust), topology, load, run, info,
-                                    share=0.6 if solver == "milp" else 1.0)
+            routing, times = _route(slots, _combined(objectives, robust), topology, load, run, info)
         if solver == "milp":  # at scale: the search's answer, the server relaxation's proven bound
-            from .exact import server_bounds
-
-            exact = {"bound": server_bounds(served, P // G, backend=backend, rel_gap=rel_gap, run=run),
-                     "optimal": False}
-            info["exact_server_bound_layers"] = int(np.isfinite(exact["bound"]).sum())
+            exact = {"bound": server_bound, "optimal": False}
     if origin is not None:
         moved = moved_experts(slots, origin, E)
         expert_bytes = objectives[0].setup.expert.weight_bytes if objectives[0].setup.expert is not None else 0
@@ -436,37 +438,41 @@ def _exact(instances: list, start: np.ndarray, objective: StepObjective, w: np.n
         x[start[layer][live], np.nonzero(live)[0]] = True
         x0.append(x)
         r0.append(start_routing(start[layer], None, E, integral, np.asarray(topology.latency)) if split else None)
-    start_times = objective.layer_times(start, _even_routing(start, E) if split else None)
+
+    def from_start(i: int, bound: float = -np.inf) -> LayerSolve:
+        pairs = np.argwhere(instances[i].counts.sum(axis=0) > 0)
+        return LayerSolve(x=x0[i], r=r0[i][pairs[:, 0], pairs[:, 1]] if split else None, pairs=pairs,
+                          objective=np.nan, bound=bound, termination="not solved", limit="time", nonzeros=0)
+
+    fill = fill_slots if full else (lambda s, *_: s)
+
+    def decoded(layers: list) -> tuple:
+        slots, routing = slots_and_routing(layers, S, G, E, fill, w, topology.server_of, split)
+        return slots, routing, objective.layer_times(slots, routing)
+
+    starts = [from_start(i) for i in range(L)]
+    start_times = decoded(starts)[2]
     results = solve_layers(instances, routing_mode, x0, r0, backend=backend, rel_gap=rel_gap, run=run,
                            jobs=jobs or (os.cpu_count() or 1))
-    solved = [res is not None for res in results]
-    filled = []
-    for i, res in enumerate(results):  # a layer the time or a Ctrl-C left unsolved keeps its start (no bound)
-        if res is None:
-            pairs = np.argwhere(instances[i].counts.sum(axis=0) > 0)
-            res = LayerSolve(x=x0[i], r=r0[i][pairs[:, 0], pairs[:, 1]] if split else None, pairs=pairs,
-                             objective=float(start_times[i]), bound=-np.inf, termination="not solved", limit="time",
-                             nonzeros=0)
-        filled.append(res)
-    slots, routing = slots_and_routing(filled, S, G, E, fill_slots if full else (lambda s, *_: s), w,
-                                       topology.server_of, split)
-    times = objective.layer_times(slots, routing)
+    solved = np.array([res is not None for res in results])
+    filled = [res if res is not None else starts[i] for i, res in enumerate(results)]
+    slots, routing, times = decoded(filled)
+    worse = times > start_times * (1 + 1e-12)  # a solver that lost its warm start: the start stays
+    if worse.any():
+        filled = [from_start(i, filled[i].bound) if worse[i] else filled[i] for i in range(L)]
+        slots, routing, times = decoded(filled)
     model = np.array([r.objective for r in filled])
-    info.update({"exact_layers_solved": int(sum(solved)),
+    info.update({"exact_layers_solved": int(solved.sum()),
                  "exact_layers_optimal": int(sum(r.termination == "optimal" for r in filled)),
+                 "exact_layers_kept_start": int(worse.sum()),
                  "exact_model_nonzeros_max": int(max(r.nonzeros for r in filled)),
-                 "exact_model_minus_evaluator_max": (float(np.max(np.abs(model - times)[solved])) if any(solved)
-                                                     else None),
+                 "exact_model_minus_evaluator_max": (float(np.nanmax(np.abs(model - times)[solved & ~worse]))
+                                                     if (solved & ~worse).any() else None),
                  "exact_start_seconds": float(start_times.sum()), "exact_routing": routing_mode})
     bound = np.array([r.bound for r in filled])
     return slots, routing, times, {"bound": bound, "optimal": all(r.termination == "optimal" for r in filled)}
 
 
-def _even_routing(slots: np.ndarray, E: int) -> np.ndarray:
-    """``float64 [L, G, E, R]``: every sender splits each expert evenly over its replicas."""
-    rs = Placement(slots, num_experts=E).replica_slots()
-    even = (rs >= 0) / np.maximum((rs >= 0).sum(axis=2, keepdims=True), 1)
-    return np.broadcast_to(even[:, None], (rs.shape[0], slots.shape[1]) + rs.shape[1:]).copy()
 
 
 def _combined(objectives: list[StepObjective], robust: str):
