@@ -165,6 +165,8 @@ LIMITED = [
     ("moetuner-joint", "moe16", {}, False),
     ("transmission-load", "moe16", {"solver": "milp", "aggregate": "gpu", "memory": 230, "cost": "time"}, True),
     ("layer-time", "v3", {"replica": "vllm"}, False),
+    ("layer-time", "v3", {"solver": "milp", "redundant": 0}, True),
+    ("layer-time", "v3", {"solver": "milp", "replica": "split"}, True),
     ("balance", "v3", {"rel_gap": 1e-9}, True),
 ]
 LIMIT = 2.0
@@ -174,7 +176,8 @@ LIMIT = 2.0
 ALLOWANCE = 0.3
 
 
-@pytest.mark.parametrize(("method", "instance", "options", "bounded"), LIMITED, ids=[m[0] for m in LIMITED])
+@pytest.mark.parametrize(("method", "instance", "options", "bounded"), LIMITED,
+                         ids=[m[0] + "".join(f"-{k}={v}" for k, v in m[2].items() if k == "solver") for m in LIMITED])
 def test_time_limit_is_honoured(method, instance, options, bounded, request) -> None:
     stats, topo = request.getfixturevalue(instance)
     t0 = time.perf_counter()

@@ -208,8 +208,8 @@ def test_parallel_layers_give_the_same_answer(sticky_trace):
 
 
 # ------------------------------------------------------------------------------------------ at scale
-@pytest.mark.parametrize("replica", ["vllm", "sglang-static"])
-def test_server_bound_is_below_every_placement(sticky_trace, monkeypatch, replica):
+@pytest.mark.parametrize(("replica", "jobs"), [("vllm", 1), ("sglang-static", 2)])
+def test_server_bound_is_below_every_placement(sticky_trace, monkeypatch, replica, jobs):
     """Where a layer's full model is too large the method reports the search's placement with the server
     relaxation's proven bound: below the brute-force optimum under the stack's rule (every layer of 3 slots on
     each of 2 GPUs), and at least the cut bound of :mod:`placement.search.bounds`."""
@@ -222,7 +222,7 @@ def test_server_bound_is_below_every_placement(sticky_trace, monkeypatch, replic
     trace = _trace(sticky_trace, L=2, E=4, k=2, n=40, G=2, seed=7)
     serving = {"replica": replica, "transport": "nccl", "tokens_per_step": 20}
     sol = run_method("layer-time", as_stats(trace), topo, solver="milp", time_limit=30, replica="split",
-                     transport="nccl", tokens_per_step=20)
+                     transport="nccl", tokens_per_step=20, jobs=jobs)
     assert sol.info["exact_model"] == "server-bound"
     assert sol.termination.value == "feasible"
     least = sum(_least(trace, topo, serving, _slot_rows(4, 2, 3)))

@@ -201,8 +201,12 @@ def slots_and_routing(results: list[LayerSolve], S: int, G: int, E: int, fill, w
 
 
 def solve_layers(instances: list[StepInstance], routing: str, x0: list[np.ndarray], r0: list[np.ndarray | None],
-                 *, backend: str, rel_gap: float, run, jobs: int) -> list[LayerSolve]:
+                 *, backend: str, rel_gap: float, run, jobs: int,
+                 start_seconds: np.ndarray | None = None) -> list[LayerSolve]:
     """Solve every layer (``jobs`` worker processes), each within an equal share of the time left.
+
+    Progress reports the whole placement: solved layers at their model objective, the others at
+    ``start_seconds float64 [L]`` (their starts' times), and the bound of the solved layers (0 for the rest).
 
     A layer whose model would exceed :data:`~placement.formulations.step_time.MAX_NONZEROS` entries is refused
     before anything is built."""
@@ -218,18 +222,26 @@ def solve_layers(instances: list[StepInstance], routing: str, x0: list[np.ndarra
     left = run.deadline.budget()  # the layers run in ceil(L / workers) rounds of equal length
     limit = None if not math.isfinite(left) else max(0.05, left / math.ceil(L / workers))
 
-    from ..formulations._common import run_params, solve_model
+    from ..formulations._common import MIN_SOLVE_S, run_params, solve_model
 
     def report(layer: int) -> None:
-        done = [r for r in results if r is not None]
-        run.update(incumbent=sum(r.objective for r in done), bound=sum(r.bound for r in done),
-                   stage=f"layer {layer + 1}/{L}")
+        start = np.zeros(L) if start_seconds is None else start_seconds
+        inc = sum(r.objective if r is not None else float(start[i]) for i, r in enumerate(results))
+        bnd = sum(max(r.bound, 0.0) for r in results if r is not None)
+        run.update(incumbent=inc if start_seconds is not None else math.nan, bound=bnd,
+                   stage=f"exact layer {layer + 1}/{L}")
 
     if workers == 1:  # in this process: the run's deadline, progress and Ctrl-C reach the solver
         for layer, inst in enumerate(instances):
-            model, index, ws = _build(inst, routing, x0[layer], r0[layer])
+            if run.stopped or run.deadline.budget() < MIN_SOLVE_S:  # the layers left keep their starts
+                run.time_cut = run.time_cut or not run.interrupted
+                break
+            built = run.bounded(lambda layer=layer, inst=inst: _build(inst, routing, x0[layer], r0[layer]))
+            if built is None:  # the deadline or a Ctrl-C came while building
+                break
+            model, index, ws = built
             params = run_params(run, rel_gap=rel_gap, parts=L - layer, warm_start=ws)
-            if params is None:  # time is up or Ctrl-C: the layers left keep their starts
+            if params is None:
                 break
             results[layer] = _decoded(model, index, solve_model(model, backend, params, run))
             report(layer)

@@ -453,7 +453,7 @@ def _exact(instances: list, start: np.ndarray, objective: StepObjective, w: np.n
     starts = [from_start(i) for i in range(L)]
     start_times = decoded(starts)[2]
     results = solve_layers(instances, routing_mode, x0, r0, backend=backend, rel_gap=rel_gap, run=run,
-                           jobs=jobs or (os.cpu_count() or 1))
+                           jobs=jobs or (os.cpu_count() or 1), start_seconds=start_times)
     solved = np.array([res is not None for res in results])
     filled = [res if res is not None else starts[i] for i, res in enumerate(results)]
     slots, routing, times = decoded(filled)
