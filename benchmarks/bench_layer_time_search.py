@@ -13,9 +13,10 @@ Sections
                  max GPU load / EPLB's (mean over layers of the busiest GPU, even split over replicas), for
                  layer-time by default and with ``max_load=eplb``.  alltoall-time runs its heuristic for half
                  the time limit; ``--slow`` adds transmission-load and exflow.
-    ``balance``  no redundant experts: max GPU load / the closed-form lower bound of ``balance`` (mean, and
-                 the hottest expert with the S - 1 lightest others), median and worst layer, for EPLB,
-                 layer-time's fast path and the ``balance`` MILP (which also reports its proven bound).
+    ``balance``  no redundant experts: max GPU load / the closed-form lower bound of ``balance`` (mean, the
+                 hottest expert with the S - 1 lightest others, the group bound), median and worst layer, for
+                 EPLB, layer-time's fast path and the ``balance`` MILP through HiGHS and through CP-SAT (each
+                 also reports max load over its solver's proven bound).
     ``deepep``   DeepEP on 4 and 8 nodes: cross-node (NIC tier) bytes and step time / EPLB's.
     ``migration`` a placement fitted to the first half of the trace, re-fitted to the second half with at
                  most B experts per layer moving: step time on the second half / the unchanged placement's.
@@ -127,7 +128,9 @@ def balance(args) -> None:
             bound = np.array([cardinality_bound(row, ones, G, S) for row in w])  # closed form, no solver
             runs = (("eplb", "eplb", {"redundant": 0}), ("layer-time fast", "layer-time",
                                                         {"redundant": 0, "solver": "fast"}),
-                    ("balance (MILP)", "balance", {"time_limit": args.balance_time, "rel_gap": 1e-6}))
+                    ("balance (HiGHS)", "balance", {"time_limit": args.balance_time, "rel_gap": 1e-6}),
+                    ("balance (CP-SAT)", "balance", {"time_limit": args.balance_time, "rel_gap": 1e-6,
+                                                     "backend": "cpsat"}))
             for label, m, opts in runs:
                 sol = solve(trace, topo, m, **opts)
                 r = max_gpu_load(sol.placement.slots.astype(np.int64), w) / bound

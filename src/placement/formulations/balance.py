@@ -100,13 +100,13 @@ def exchange(share: np.ndarray, slots: np.ndarray, lower: float, max_moves: int 
     """``int64 [G, S]``: ``slots`` (expert per slot, ``-1`` empty) after exchanges that lower the largest GPU load.
 
     While some GPU is above ``lower``: for a GPU at the maximum, the exchange of one of its slots with one slot
-    of another GPU, or two with two, that leaves both below the maximum (the best such pair: the least larger
+    of another GPU, or two (three) with two (three), that leaves both below the maximum (the best such pair: the least larger
     of the two new loads), never putting two replicas of an expert on one GPU; stops when none exists.
     ``share float [E]`` is each replica's load.
     """
     out = np.array(slots, dtype=np.int64, copy=True)
     G, S = out.shape
-    pairs = np.array(list(itertools.combinations(range(S), 2)), dtype=np.int64).reshape(-1, 2)
+    groups = [np.array(list(itertools.combinations(range(S), k)), dtype=np.int64) for k in (2, 3) if k < S]
     for _ in range(max_moves):
         item = np.where(out >= 0, share[np.maximum(out, 0)], 0.0)
         load = item.sum(axis=1)
@@ -133,30 +133,30 @@ def exchange(share: np.ndarray, slots: np.ndarray, lower: float, max_moves: int 
                 out[g, a], out[h, b] = out[h, b], out[g, a]
                 moved = True
                 break
-            if len(pairs) == 0:
-                continue
-            # two for two
-            ps = item[:, pairs].sum(axis=2)  # [G, P]
-            d = ps[g][:, None, None] - ps[None, :, :]
-            worst = np.maximum(load[g] - d, load[None, :, None] + d)
-            bad = d <= 0
-            bad[:, g, :] = True
-            worst[bad] = np.inf
-            for _try in range(8):  # the best few candidates, skipping those that would pair two replicas
-                i = np.unravel_index(np.argmin(worst), worst.shape)
-                if not worst[i] < top - 1e-9:
+            for group in groups:  # two for two, then three for three
+                ps = item[:, group].sum(axis=2)  # [G, C]
+                d = ps[g][:, None, None] - ps[None, :, :]
+                worst = np.maximum(load[g] - d, load[None, :, None] + d)
+                bad = d <= 0
+                bad[:, g, :] = True
+                worst[bad] = np.inf
+                for _try in range(8):  # the best few candidates, skipping those that would pair two replicas
+                    i = np.unravel_index(np.argmin(worst), worst.shape)
+                    if not worst[i] < top - 1e-9:
+                        break
+                    a, h, b = (int(v) for v in i)
+                    ga, hb = out[g, group[a]].copy(), out[h, group[b]].copy()
+                    stay_h = np.delete(out[h], group[b])
+                    stay_g = np.delete(out[g], group[a])
+                    if np.intersect1d(ga[ga >= 0], stay_h[stay_h >= 0]).size or \
+                            np.intersect1d(hb[hb >= 0], stay_g[stay_g >= 0]).size:
+                        worst[i] = np.inf
+                        continue
+                    out[g, group[a]], out[h, group[b]] = hb, ga
+                    moved = True
                     break
-                a, h, b = (int(v) for v in i)
-                ga, hb = out[g, pairs[a]].copy(), out[h, pairs[b]].copy()
-                stay_h = np.delete(out[h], pairs[b])
-                stay_g = np.delete(out[g], pairs[a])
-                if np.intersect1d(ga[ga >= 0], stay_h[stay_h >= 0]).size or \
-                        np.intersect1d(hb[hb >= 0], stay_g[stay_g >= 0]).size:
-                    worst[i] = np.inf
-                    continue
-                out[g, pairs[a]], out[h, pairs[b]] = hb, ga
-                moved = True
-                break
+                if moved:
+                    break
             if moved:
                 break
         if not moved:
@@ -245,7 +245,8 @@ def balance_method(stats: TraceStats, topology: Topology, redundant: int = 0, ti
             warm[yb.start:yb.stop] = y0.ravel()
             warm[tb.start] = peaks[layer]
             others_inc, others_bnd = float(peaks.sum() - peaks[layer]), float(bounds.sum() - bounds[layer])
-            params = run_params(run, rel_gap=rel_gap, threads=threads, parts=L - layer, warm_start=warm,
+            todo = int((peaks[layer:] > lbs[layer:] * (1 + rel_gap)).sum())  # the layers left that need a solve
+            params = run_params(run, rel_gap=rel_gap, threads=threads, parts=max(todo, 1), warm_start=warm,
                                 convert=lambda inc, bnd, a=others_inc, b=others_bnd: (a + inc, b + bnd))
             if params is None:
                 terms.add(Termination.FEASIBLE)
