@@ -35,9 +35,10 @@ Constraints
     ``F_0[s, u, peer(u, m)] = sum_t z[t, m]`` for ``m`` not ``u``'s node and the NVLink leg
     ``F_1[s, fwd(u, v), v] = sum_t y[t, v]`` (the rail peer forwards; :mod:`placement.evaluation.transports`);
     arcs: ``Bd[s] >= d[a] sum_l sum_{u, v} R[(u, v), a] F_l[s, u, v]``, ``Bc[s] >= m[a] sum_l sum R[(v, u), a] F_l``;
-    latency: ``F_l[s, u, v] <= M b_l[s, u, v]``, ``Ld[s, l] >= lat[u, v] b_l``, ``Lc[s, l] >= lat[v, u] b_l``;
+    latency: ``F_l[s, u, v] <= M_l[s, u, v] b_l[s, u, v]`` (``M``: the pair's flow with every share at 1), ``Ld[s, l] >= lat[u, v] b_l``, ``Lc[s, l] >= lat[v, u] b_l``;
     compute, one-copy: ``C[s] >= sum_e time(c[s, ., e]) x[e, g] + h[s, g]``; split:
-    ``sum_u c[s, u, e] r[u, e, g] <= c[s, ., e] act[s, e, g]``, ``tau >= read act``,
+    ``sum_u c[s, u, e] r[u, e, g] <= c[s, ., e] act[s, e, g]`` and (tighter, valid) ``act[s, e, g] >= r[u, e, g]``
+    for every sender ``u`` of ``e`` in step ``s``, ``tau >= read act``,
     ``tau >= alpha sum_u c r + beta act``, ``C[s] >= sum_e tau[s, e, g] + h[s, g]``.
 
 Exactness
@@ -289,14 +290,16 @@ def build_step_milp(inst: StepInstance, routing: str = "split") -> tuple[MilpMod
     sends = off & ((lat > 0) | (lat.T > 0))
     su, sv = np.nonzero(sends)
     if su.size:
-        big = np.maximum(counts.sum(axis=(1, 2)), 1.0) * max(w, 1.0)  # [S] no pair carries more in a step
         ind = b.add_block("b", (nlegs, S, su.size), ("leg", "step", "pair"), integer=True, upper=1.0)
         for leg in range(nlegs):
+            pos, _, coef = leg_triplets[leg]
+            # the most a pair can carry: every source column of its flow at its upper bound, 1 (a tight big-M)
+            most = np.bincount(pos, weights=coef, minlength=S * G * G).reshape(S, G, G)
             for s in range(S):
                 fcol = F[leg, s][su, sv]
                 m = su.size
                 b.add_rows(f"sends{leg}_{s}", m, np.r_[np.arange(m), np.arange(m)], np.r_[fcol, ind[leg, s]],
-                           np.r_[np.ones(m), -np.full(m, big[s])], upper=0.0)
+                           np.r_[np.ones(m), -most[s][su, sv]], upper=0.0)
                 for name, L_, lv in (("lat_d", Ld, lat[su, sv]), ("lat_c", Lc, lat[sv, su])):
                     b.add_rows(f"{name}{leg}_{s}", m, np.r_[np.arange(m), np.arange(m)],
                                np.r_[ind[leg, s], np.full(m, L_[s, leg])], np.r_[lv, -np.ones(m)], upper=0.0)
@@ -328,6 +331,10 @@ def build_step_milp(inst: StepInstance, routing: str = "split") -> tuple[MilpMod
         n_rows = S * E * G
         b.add_rows("active", n_rows, np.r_[slot_row, np.arange(n_rows)], np.r_[rcol, act.ravel()],
                    np.r_[cval, -np.repeat(tot.ravel(), G)], upper=0.0)
+        # tighter: a slot any sender routes a share to is active at least that share (valid, cuts the relaxation)
+        m_ = slot_row.size
+        b.add_rows("active_share", m_, np.r_[np.arange(m_), np.arange(m_)], np.r_[rcol, act.ravel()[slot_row]],
+                   np.r_[np.ones(m_), -np.ones(m_)], upper=0.0)
         b.add_rows("read", n_rows, np.r_[np.arange(n_rows), np.arange(n_rows)], np.r_[act.ravel(), tau.ravel()],
                    np.r_[np.full(n_rows, inst.expert_read / unit), -np.ones(n_rows)], upper=0.0)
         b.add_rows("flops", n_rows, np.r_[slot_row, np.arange(n_rows), np.arange(n_rows)],
