@@ -239,7 +239,11 @@ def test_refusals_name_the_option(sticky_trace, monkeypatch):
     trace = _trace(sticky_trace, L=2, E=4, k=2, n=32, G=4, seed=1)
     stats = as_stats(trace)
     with pytest.raises(PlacementInputError, match="replica='split' or redundant=0"):
-        run_method("layer-time", stats, topo, solver="milp", replica="vllm")
+        run_method("layer-time", stats, topo, solver="milp", replica="vllm", transport="deepep")
+    # a stack's rule with replicas: not linear, so the search's placement with the server bound
+    sol = run_method("layer-time", stats, topo, solver="milp", replica="vllm", time_limit=5)
+    assert sol.info["exact_model"] == "server-bound" and "not linear" in sol.info["exact_model_why_not"]
+    assert sol.bound is not None and sol.bound <= sol.objective
     with pytest.raises(PlacementInputError, match="windows and also"):
         run_method("layer-time", stats, topo, solver="milp", redundant=0, windows=2)
     with pytest.raises(PlacementInputError, match="max_moves and max_load"):
@@ -247,5 +251,5 @@ def test_refusals_name_the_option(sticky_trace, monkeypatch):
     import placement.formulations.step_time as step_time
 
     monkeypatch.setattr(step_time, "MAX_NONZEROS", 10)
-    with pytest.raises(PlacementInputError, match="without de-duplication"):
+    with pytest.raises(PlacementInputError, match="entries.*without de-duplication"):
         run_method("layer-time", stats, topo, solver="milp", redundant=0, transport="deepep", time_limit=5)

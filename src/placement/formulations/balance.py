@@ -100,8 +100,8 @@ def exchange(share: np.ndarray, slots: np.ndarray, lower: float, max_moves: int 
     """``int64 [G, S]``: ``slots`` (expert per slot, ``-1`` empty) after exchanges that lower the largest GPU load.
 
     While some GPU is above ``lower``: for a GPU at the maximum, the exchange of one of its slots with one slot
-    of another GPU, or two (three) with two (three), that leaves both below the maximum (the best such pair: the least larger
-    of the two new loads), never putting two replicas of an expert on one GPU; stops when none exists.
+    of another GPU, or two (three) with two (three), that leaves both below the maximum (the best such pair:
+    the least larger of the two new loads), never putting two replicas of an expert on one GPU; stops when none exists.
     ``share float [E]`` is each replica's load.
     """
     out = np.array(slots, dtype=np.int64, copy=True)

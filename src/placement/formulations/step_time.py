@@ -35,7 +35,8 @@ Constraints
     ``F_0[s, u, peer(u, m)] = sum_t z[t, m]`` for ``m`` not ``u``'s node and the NVLink leg
     ``F_1[s, fwd(u, v), v] = sum_t y[t, v]`` (the rail peer forwards; :mod:`placement.evaluation.transports`);
     arcs: ``Bd[s] >= d[a] sum_l sum_{u, v} R[(u, v), a] F_l[s, u, v]``, ``Bc[s] >= m[a] sum_l sum R[(v, u), a] F_l``;
-    latency: ``F_l[s, u, v] <= M_l[s, u, v] b_l[s, u, v]`` (``M``: the pair's flow with every share at 1), ``Ld[s, l] >= lat[u, v] b_l``, ``Lc[s, l] >= lat[v, u] b_l``;
+    latency: ``F_l[s, u, v] <= M_l[s, u, v] b_l[s, u, v]`` (``M``: the pair's flow with every share at 1),
+    ``Ld[s, l] >= lat[u, v] b_l``, ``Lc[s, l] >= lat[v, u] b_l``;
     compute, one-copy: ``C[s] >= sum_e time(c[s, ., e]) x[e, g] + h[s, g]``; split:
     ``sum_u c[s, u, e] r[u, e, g] <= c[s, ., e] act[s, e, g]`` and (tighter, valid) ``act[s, e, g] >= r[u, e, g]``
     for every sender ``u`` of ``e`` in step ``s``, ``tau >= read act``,

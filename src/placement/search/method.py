@@ -323,7 +323,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         cap = max_gpu_load(eplb_slots(load, P, G, nodes, trace.model.num_groups), load)
         if origin is not None:  # the deployed placement is where the search starts: it may stay as busy
             cap = np.maximum(cap, max_gpu_load(origin, load))
-    exact_fits = None  # the exact path: does every layer's full model fit (else the server bound, at scale)
+    exact_fits = None  # the exact path: is every layer's full model exact and small enough (else the server bound)
     server_bound = None
     if solver == "milp":
         from ..formulations.step_time import MAX_NONZEROS
@@ -331,24 +331,24 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
 
         served = StepObjective.build(trace, topology, **serving)
         instances = layer_instances(served, P // G)
-        size = max(estimate_nonzeros(inst, "split" if split or P != E else "one-copy") for inst in instances)
-        exact_fits = size <= MAX_NONZEROS
+        linear = split or P == E  # the full model is exact: split routing, or one copy (every rule routes alike)
+        size = max(estimate_nonzeros(inst, "split" if split else "one-copy") for inst in instances)
+        exact_fits = linear and size <= MAX_NONZEROS
         info.update({"exact_model": "full" if exact_fits else "server-bound", "exact_model_entries_estimate": size})
-        if not exact_fits and not instances[0].dedups:  # at scale: the server relaxation's bound, first (the
-            from .exact import server_bounds  # search then takes the time left)
+        why = (f"the exact model of a layer would hold about {size:,} entries, over the {MAX_NONZEROS:,} it builds"
+               if linear else f"replica={replica!r} with {P - E} redundant slots is not linear in the placement (the "
+               "full model is exact for replica='split' or redundant=0)")
+        if not exact_fits and instances[0].dedups:
+            raise input_error(f"solver='milp': {why}, and the server bound it then proves needs a transport without "
+                              "de-duplication: use solver='search', replica='split' or redundant=0, or fewer tokens "
+                              "per step", field="solver")
+        if not exact_fits:  # the server relaxation's bound, first (the search then takes the time left)
+            from .exact import server_bounds
 
+            info["exact_model_why_not"] = why
             server_bound = server_bounds(served, P // G, backend=backend, rel_gap=rel_gap, run=run,
                                          jobs=jobs or (os.cpu_count() or 1))
             info["exact_server_bound_layers"] = int(np.isfinite(server_bound).sum())
-        if exact_fits and not split and P != E:
-            raise input_error(f"solver='milp' is exact for replica='split' (it chooses the routing) or for one replica "
-                              f"per expert, where every rule routes alike; replica={replica!r} with {P - E} redundant "
-                              "slots is not linear in the placement: set replica='split' or redundant=0, or use "
-                              "solver='search'", field="solver")
-        if not exact_fits and instances[0].dedups:
-            raise input_error(f"the exact model of a layer would hold about {size:,} entries, over the "
-                              f"{MAX_NONZEROS:,} it builds, and the server bound used at scale needs a transport "
-                              "without de-duplication: use solver='search', or fewer tokens per step", field="solver")
     if solver == "fast":
         slots = origin if origin is not None and max_moves == 0 else _place(w, P, G, nodes, trace.model.num_groups)[0]
         if origin is not None and max_moves >= 0 and (moved_experts(slots, origin, E) > max_moves).any():
