@@ -73,15 +73,8 @@ def run_params(run: Run, *, rel_gap: float | None, threads: int = 0, share: floa
                        deadline=deadline, progress=follow, progress_period=0.1 if follow is not None else 1.0)
 
 
-def solve_model(model: MilpModel, backend: str, params: SolveParams, run: Run | None = None) -> SolveResult:
-    """Solve ``model`` with the named backend; raise :class:`SolveFailedError` without a solution.
-
-    The raised message carries the backend's termination, limit and raw status, so a failed or
-    infeasible solve is never mistaken for a placement.  With ``run`` the limit the solve stopped
-    at is noted on it (:meth:`placement.progress.Run.note`: a Ctrl-C the backend turned into an
-    interrupt stops the method's later stages, also when the solver finished before it could
-    stop), whether or not a solution came back.
-    """
+def _solve(model: MilpModel, backend: str, params: SolveParams, run: Run | None) -> SolveResult:
+    """The named backend's result for ``model``, its limit noted on ``run`` (see :func:`solve_model`)."""
     from ..backends import get_backend
 
     b = get_backend(backend)
@@ -93,6 +86,19 @@ def solve_model(model: MilpModel, backend: str, params: SolveParams, run: Run | 
         run.note(result.limit)
         if result.interrupted:  # a Ctrl-C the solver outran (it finished first) still stops the method
             run.note("interrupted")
+    return result
+
+
+def solve_model(model: MilpModel, backend: str, params: SolveParams, run: Run | None = None) -> SolveResult:
+    """Solve ``model`` with the named backend; raise :class:`SolveFailedError` without a solution.
+
+    The raised message carries the backend's termination, limit and raw status, so a failed or
+    infeasible solve is never mistaken for a placement.  With ``run`` the limit the solve stopped
+    at is noted on it (:meth:`placement.progress.Run.note`: a Ctrl-C the backend turned into an
+    interrupt stops the method's later stages, also when the solver finished before it could
+    stop), whether or not a solution came back.
+    """
+    result = _solve(model, backend, params, run)
     if result.solution is None:
         raise SolveFailedError(f"{backend} found no solution: termination={result.termination}, "
                                f"limit={result.limit}, status={result.raw_status} {result.message}".strip())
@@ -103,17 +109,7 @@ def solve_for_bound(model: MilpModel, backend: str, params: SolveParams, run: Ru
     """The proven bound of ``model``'s optimum from a (time-limited) solve, in model units; ``None`` when the solver
     proved none.  For models solved only for their bound (a relaxation): a solve that stops without a solution is
     no failure here, as no placement is read from it."""
-    from ..backends import get_backend
-
-    b = get_backend(backend)
-    ok, why = b.available()
-    if not ok:
-        raise PlacementInputError(f"backend {backend!r} is not available here: {why}", field="backend")
-    result = b.solve(model, params)
-    if run is not None:
-        run.note(result.limit)
-        if result.interrupted:
-            run.note("interrupted")
+    result = _solve(model, backend, params, run)
     bound = result.bound
     if result.termination.value == "optimal" and result.objective is not None:
         bound = result.objective if bound is None or not math.isfinite(bound) else bound

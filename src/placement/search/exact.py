@@ -246,19 +246,27 @@ def solve_layers(instances: list[StepInstance], routing: str, x0: list[np.ndarra
             results[layer] = _decoded(model, index, solve_model(model, backend, params, run))
             report(layer)
         return results  # type: ignore[return-value]
+    calls = [(_solve_one, (inst, routing, x0[layer], r0[layer], backend, limit, rel_gap, None))
+             for layer, inst in enumerate(instances)]
+    for layer, value in _in_workers(calls, workers, run):
+        results[layer] = value
+        report(layer)
+    return results  # type: ignore[return-value]
+
+
+def _in_workers(calls: list, workers: int, run):
+    """Yield ``(i, fn(*args))`` for ``calls[i] = (fn, args)`` run in ``workers`` processes, in order, until the
+    run stops (time or Ctrl-C: the calls left are cancelled, and ``run`` is marked interrupted on Ctrl-C)."""
     pool = ProcessPoolExecutor(max_workers=workers)
     try:
         with run.interruptible():
-            futures = [pool.submit(_solve_one, inst, routing, x0[layer], r0[layer], backend,
-                                   limit, rel_gap, None) for layer, inst in enumerate(instances)]
-            for layer in range(L):
+            futures = [pool.submit(fn, *args) for fn, args in calls]
+            for i, future in enumerate(futures):
                 if run.stopped:
                     break
-                results[layer] = futures[layer].result()
-                report(layer)
+                yield i, future.result()
     finally:
         pool.shutdown(wait=not run.stopped, cancel_futures=True)
-    return results  # type: ignore[return-value]
 
 
 def _bound_one(model, unit: float, backend: str, time_limit: float | None, rel_gap: float) -> float:
@@ -327,15 +335,8 @@ def server_bounds(objective: StepObjective, slots_per_gpu: int, *, backend: str,
         return out
     left = run.deadline.budget()
     limit = None if not math.isfinite(left) else max(0.05, left / math.ceil(L / workers))
-    pool = ProcessPoolExecutor(max_workers=workers)
-    try:
-        with run.interruptible():
-            futures = [pool.submit(_bound_one, *build(layer), backend, limit, rel_gap) for layer in range(L)]
-            for layer in range(L):
-                if run.stopped:
-                    break
-                out[layer] = futures[layer].result()
-                report(layer)
-    finally:
-        pool.shutdown(wait=not run.stopped, cancel_futures=True)
+    for layer, value in _in_workers([(_bound_one, (*build(layer), backend, limit, rel_gap)) for layer in range(L)],
+                                    workers, run):
+        out[layer] = value
+        report(layer)
     return out
