@@ -83,12 +83,11 @@ def routing_table(f: np.ndarray, live: np.ndarray, slots: np.ndarray, replica_sl
 
 def solve_split_routing(slots: np.ndarray, sent: np.ndarray, topology, dispatch_bytes: int, combine_bytes: int,
                         cap: np.ndarray, replica_slots: np.ndarray, *, backend: str = "highs", run=None,
-                        share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Solve the LP layer by layer: ``(routing float64 [L, G, E, R], seconds float64 [L])`` (``Td + Tc`` of
     each layer's optimum; ``nan`` for a layer whose LP was skipped, whose routing is then an even split).
 
-    ``slots int [L, G, S]``, ``sent float64 [L, G, E]``, ``cap float64 [L, G]``, ``replica_slots int [L, E, R]``;
-    ``share``: of the run's time left, the share these solves may take.
+    ``slots int [L, G, S]``, ``sent float64 [L, G, E]``, ``cap float64 [L, G]``, ``replica_slots int [L, E, R]``.
     """
     from ._common import run_params, solve_model, solver_params
 
@@ -103,8 +102,7 @@ def solve_split_routing(slots: np.ndarray, sent: np.ndarray, topology, dispatch_
     for layer in range(L):
         model, live = build_split_routing(slots[layer], sent[layer], route, dispatch_bytes / bw, combine_bytes / bw,
                                           cap[layer])
-        params = (run_params(run, rel_gap=1e-9, share=share, parts=L - layer) if run is not None
-                  else solver_params(rel_gap=1e-9))
+        params = run_params(run, rel_gap=1e-9, parts=L - layer) if run is not None else solver_params(rel_gap=1e-9)
         if params is None:
             break
         res = solve_model(model, backend, params, run)

@@ -355,8 +355,7 @@ def build_step_milp(inst: StepInstance, routing: str = "split") -> tuple[MilpMod
         b.add_rows("overlap_compute", S, np.r_[np.arange(S), np.arange(S)], np.r_[C, Y],
                    np.r_[np.ones(S), -np.ones(S)], upper=0.0)
     model = b.build()
-    return model, StepIndex(routing=routing, integral=integral, pairs=pairs, unit=unit,
-                            legs=[(pos, col, coef) for pos, col, coef in leg_triplets])
+    return model, StepIndex(routing=routing, integral=integral, pairs=pairs, unit=unit, legs=leg_triplets)
 
 
 def decode(model: MilpModel, solution: np.ndarray, index: StepIndex) -> tuple[np.ndarray, np.ndarray | None]:
@@ -442,8 +441,7 @@ def warm_start(model: MilpModel, index: StepIndex, inst: StepInstance, x: np.nda
     comp = (run.sum(axis=1) + shared).max(axis=1) / unit
     put("C", comp)
     if "Y" in names:
-        comm = sum(model.block_values(vals, n) for n in ("Bd", "Bc") if n in names)
-        comm = comm + model.block_values(vals, "Ld").sum(axis=1) + model.block_values(vals, "Lc").sum(axis=1) \
-            if "Ld" in names else comm
+        comm = (model.block_values(vals, "Bd") + model.block_values(vals, "Bc")
+                + model.block_values(vals, "Ld").sum(axis=1) + model.block_values(vals, "Lc").sum(axis=1))
         put("Y", np.maximum(comm, comp))
     return vals

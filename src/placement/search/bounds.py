@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..topology import Topology
     from ..trace import Trace
 
-__all__ = ["step_time_bound", "server_cuts"]
+__all__ = ["step_time_bound", "server_cuts", "groupings", "compute_floor"]
 
 
 def server_cuts(topology: Topology, group_of: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +109,24 @@ def _step_counts(trace: Trace, topology: Topology, setup: ServingSetup,
     return np.transpose(by_server, (1, 0, 2))[None], np.full((1, G), per_step / G)
 
 
+def groupings(topology: Topology) -> list[np.ndarray]:
+    """``[int [G], ...]``: the groups of GPUs whose cuts bound a step: the servers, and the racks (leaves) when
+    they hold several servers."""
+    out = [np.asarray(topology.server_of, dtype=np.int64)]
+    if not np.array_equal(topology.rack_of, topology.server_of):
+        out.append(np.asarray(topology.rack_of, dtype=np.int64))
+    return out
+
+
+def compute_floor(setup: ServingSetup, counts: np.ndarray, held: np.ndarray, num_gpus: int) -> np.ndarray:
+    """``float64 [steps, L]``: the compute bound of the module docstring from the per-group counts
+    ``[steps, L, N, E]`` and the tokens each GPU holds ``[steps, G]`` (:func:`_step_counts`)."""
+    active = (counts.sum(axis=2) > 0).sum(axis=2)  # [steps, L] experts that receive a token
+    read = float(setup.expert_time(np.array([1e-9]))[0])  # one slot that receives tokens, at the least
+    shared = setup.num_shared_experts * setup.expert_time(held)  # [steps, G]
+    return np.ceil(active / num_gpus) * read + shared.min(axis=1)[:, None]
+
+
 def step_time_bound(trace: Trace, topology: Topology, setup: ServingSetup, slots_per_gpu: int) -> np.ndarray | None:
     """``float64 [L]``: per layer, no placement of at most ``slots_per_gpu`` slots per GPU is faster (module
     docstring); ``None`` under a de-duplicating transport."""
@@ -117,10 +135,7 @@ def step_time_bound(trace: Trace, topology: Topology, setup: ServingSetup, slots
     G = topology.num_gpus
     dispatch = combine = None
     held = None
-    groupings = [topology.server_of]
-    if not np.array_equal(topology.rack_of, topology.server_of):
-        groupings.append(topology.rack_of)  # racks (leaves) of several servers: the tighter cut per step
-    for group in groupings:
+    for group in groupings(topology):  # servers, and racks of several servers: the tighter cut per step
         counts, held = _step_counts(trace, topology, setup, group)  # [steps, L, N, E], [steps, G]
         size = np.bincount(group, minlength=counts.shape[2])  # GPUs per group
         keep = slots_per_gpu * size  # experts a group can hold
@@ -133,9 +148,6 @@ def step_time_bound(trace: Trace, topology: Topology, setup: ServingSetup, slots
         c = (leaving * setup.combine_wire.bytes_per_token / in_bw).max(axis=2)
         dispatch = d if dispatch is None else np.maximum(dispatch, d)
         combine = c if combine is None else np.maximum(combine, c)
-        active = (counts.sum(axis=2) > 0).sum(axis=2)  # [steps, L] experts that receive a token
-    read = float(setup.expert_time(np.array([1e-9]))[0])  # one slot that receives tokens, at the least
-    shared = setup.num_shared_experts * setup.expert_time(held)  # [steps, G]
-    compute = np.ceil(active / G) * read + shared.min(axis=1)[:, None]
+    compute = compute_floor(setup, counts, held, G)
     layer = np.maximum(dispatch + combine, compute) if setup.overlap else dispatch + compute + combine
     return layer.mean(axis=0)

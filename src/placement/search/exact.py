@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import input_error
 from ..evaluation.serving import _steps_and_senders
 from ..evaluation.transports import rail_peer
-from ..formulations.step_time import MAX_NONZEROS, StepInstance, build_step_milp, decode, warm_start
+from ..formulations.step_time import StepInstance, build_step_milp, decode, warm_start
 
 if TYPE_CHECKING:  # pragma: no cover
     from .objective import StepObjective
@@ -99,7 +98,7 @@ def estimate_nonzeros(inst: StepInstance, routing: str) -> int:
 @dataclass(frozen=True)
 class LayerSolve:
     """One layer's exact-path outcome: ``x bool [E, G]``, ``r float64 [P, G]`` or ``None``, ``pairs``, the
-    model's objective and proven bound (seconds), the backend's termination and limit."""
+    model's objective and proven bound (seconds), the backend's termination and the model's entries."""
 
     x: np.ndarray
     r: np.ndarray | None
@@ -107,7 +106,6 @@ class LayerSolve:
     objective: float
     bound: float
     termination: str
-    limit: str
     nonzeros: int
 
 
@@ -123,7 +121,7 @@ def _decoded(model, index, res) -> LayerSolve:
     bound = res.bound * index.unit if res.bound is not None and math.isfinite(res.bound) else -math.inf
     return LayerSolve(x=x, r=r, pairs=index.pairs, objective=float(res.objective) * index.unit,
                       bound=float(bound), termination=str(getattr(res.termination, "value", res.termination)),
-                      limit=str(getattr(res.limit, "value", res.limit)), nonzeros=model.nnz)
+                      nonzeros=model.nnz)
 
 
 def _solve_one(inst: StepInstance, routing: str, x0: np.ndarray, r0_gpu: np.ndarray | None, backend: str,
@@ -137,27 +135,16 @@ def _solve_one(inst: StepInstance, routing: str, x0: np.ndarray, r0_gpu: np.ndar
     return _decoded(model, index, solve_model(model, backend, params))
 
 
-def start_routing(slots: np.ndarray, routing_table: np.ndarray | None, E: int, integral: bool,
-                  latency: np.ndarray) -> np.ndarray:
+def start_routing(slots: np.ndarray, E: int, integral: bool, latency: np.ndarray) -> np.ndarray:
     """``float64 [G, E, G]`` per (sender, expert) the share served on each GPU for a start placement
-    ``slots int [G, S]``: the placement's own routing table ``[G, E, R]`` when given, else an even split over
-    the GPUs holding the expert; with ``integral`` one GPU each (the sender's own, else the nearest by latency)."""
-    G, S = slots.shape
-    holds = np.zeros((E, G), dtype=bool)
-    live = slots >= 0
-    holds[slots[live], np.nonzero(live)[0]] = True
-    share = np.zeros((G, E, G))
-    if routing_table is not None:
-        from ..placement import Placement
+    ``slots int [G, S]``: an even split over the GPUs holding the expert; with ``integral`` one GPU each (the
+    sender's own, else the nearest by latency ``float64 [G, G]``)."""
+    from .local import _holds
 
-        rs = Placement(slots[None], num_experts=E).replica_slots()[0]  # [E, R]
-        gpu = np.where(rs >= 0, rs // S, 0)
-        for j in range(rs.shape[1]):
-            ok = rs[:, j] >= 0
-            np.add.at(share, (slice(None), np.flatnonzero(ok), gpu[ok, j]), routing_table[:, ok, j])
-    else:
-        share[:] = holds[None].astype(np.float64)
-        share /= np.maximum(share.sum(axis=2, keepdims=True), 1.0)
+    G = slots.shape[0]
+    holds = _holds(slots[None], E)[0]  # [E, G]
+    share = np.broadcast_to(holds[None].astype(np.float64), (G, E, G))
+    share = share / np.maximum(share.sum(axis=2, keepdims=True), 1.0)
     if integral:
         near = np.where(holds[None, :, :], latency[:, None, :] + np.eye(G)[:, None, :] * -1.0, np.inf)  # own first
         pick = np.argmin(near, axis=2)  # [G, E]
@@ -203,24 +190,14 @@ def slots_and_routing(results: list[LayerSolve], S: int, G: int, E: int, fill, w
 def solve_layers(instances: list[StepInstance], routing: str, x0: list[np.ndarray], r0: list[np.ndarray | None],
                  *, backend: str, rel_gap: float, run, jobs: int,
                  start_seconds: np.ndarray | None = None) -> list[LayerSolve]:
-    """Solve every layer (``jobs`` worker processes), each within an equal share of the time left.
+    """Solve every layer (``jobs`` worker processes), each within an equal share of the time left; the caller
+    has checked the models' sizes (:func:`estimate_nonzeros`).
 
     Progress reports the whole placement: solved layers at their model objective, the others at
-    ``start_seconds float64 [L]`` (their starts' times), and the bound of the solved layers (0 for the rest).
-
-    A layer whose model would exceed :data:`~placement.formulations.step_time.MAX_NONZEROS` entries is refused
-    before anything is built."""
+    ``start_seconds float64 [L]`` (their starts' times), and the bound of the solved layers (0 for the rest)."""
     L = len(instances)
-    big = [(layer, estimate_nonzeros(inst, routing)) for layer, inst in enumerate(instances)]
-    over = [(layer, n) for layer, n in big if n > MAX_NONZEROS]
-    if over:
-        layer, n = over[0]
-        raise input_error(f"the exact model of layer {layer} would hold about {n:,} entries, over the "
-                          f"{MAX_NONZEROS:,} it builds; use solver='search', or fewer tokens per step", field="solver")
     results: list[LayerSolve | None] = [None] * L
     workers = max(1, min(int(jobs), L))
-    left = run.deadline.budget()  # the layers run in ceil(L / workers) rounds of equal length
-    limit = None if not math.isfinite(left) else max(0.05, left / math.ceil(L / workers))
 
     from ..formulations._common import MIN_SOLVE_S, run_params, solve_model
 
@@ -246,12 +223,19 @@ def solve_layers(instances: list[StepInstance], routing: str, x0: list[np.ndarra
             results[layer] = _decoded(model, index, solve_model(model, backend, params, run))
             report(layer)
         return results  # type: ignore[return-value]
+    limit = _round_limit(run, L, workers)
     calls = [(_solve_one, (inst, routing, x0[layer], r0[layer], backend, limit, rel_gap, None))
              for layer, inst in enumerate(instances)]
     for layer, value in _in_workers(calls, workers, run):
         results[layer] = value
         report(layer)
     return results  # type: ignore[return-value]
+
+
+def _round_limit(run, calls: int, workers: int) -> float | None:
+    """Seconds each of ``calls`` solves may take when ``workers`` processes run them in equal rounds."""
+    left = run.deadline.budget()
+    return None if not math.isfinite(left) else max(0.05, left / math.ceil(calls / workers))
 
 
 def _in_workers(calls: list, workers: int, run):
@@ -290,27 +274,20 @@ def server_bounds(objective: StepObjective, slots_per_gpu: int, *, backend: str,
     layer the time left no bound for.  Only for transports without de-duplication."""
     from ..formulations._common import run_params, solve_for_bound
     from ..formulations.server_bound import build_server_bound
-    from .bounds import _step_counts, server_cuts
+    from .bounds import _step_counts, compute_floor, groupings, server_cuts
 
     trace, topology, setup = objective.trace, objective.topology, objective.setup
     G, L = topology.num_gpus, trace.num_layers
     server = np.asarray(topology.server_of, dtype=np.int64)
     N = int(server.max()) + 1
-    counts, held = _step_counts(trace, topology, setup, server)  # [S, L, N, E], [S, G]
     size = np.bincount(server, minlength=N)
-    out_bw, in_bw = server_cuts(topology)
-    groups = [(np.arange(N), out_bw, in_bw)]
-    group_counts = [counts]
-    rack = np.asarray(topology.rack_of, dtype=np.int64)
-    if not np.array_equal(rack, server):
-        first = np.array([np.flatnonzero(server == n)[0] for n in range(N)])
-        r_out, r_in = server_cuts(topology, rack)
-        groups.append((rack[first], r_out, r_in))
-        group_counts.append(_step_counts(trace, topology, setup, rack)[0])
-    shared_gpu = setup.num_shared_experts * setup.expert_time(held)  # [S, G]
-    read = float(setup.expert_time(np.array([1e-9]))[0])
-    active = (counts.sum(axis=2) > 0).sum(axis=2)  # [S, L]
-    floor = np.ceil(active / G) * read + shared_gpu.min(axis=1)[:, None]  # [S, L]
+    first = np.array([np.flatnonzero(server == n)[0] for n in range(N)])  # a GPU of each server
+    groups, group_counts = [], []
+    for group in groupings(topology):  # each server's group (itself, its rack) and the cut's bandwidths
+        counts, held = _step_counts(trace, topology, setup, group)  # [S, L, groups, E], [S, G]
+        groups.append((group[first], *server_cuts(topology, group)))
+        group_counts.append(counts)
+    floor = compute_floor(setup, group_counts[0], held, G)  # [S, L]
     out = np.full(L, -np.inf)
 
     def build(layer: int):
@@ -333,8 +310,7 @@ def server_bounds(objective: StepObjective, slots_per_gpu: int, *, backend: str,
                 out[layer] = bound * unit
             report(layer)
         return out
-    left = run.deadline.budget()
-    limit = None if not math.isfinite(left) else max(0.05, left / math.ceil(L / workers))
+    limit = _round_limit(run, L, workers)
     for layer, value in _in_workers([(_bound_one, (*build(layer), backend, limit, rel_gap)) for layer in range(L)],
                                     workers, run):
         out[layer] = value

@@ -275,6 +275,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     trace = stats.trace
     E, G, L = trace.num_experts, topology.num_gpus, trace.num_layers
     redundant, P = physical_slots(E, G, redundant)
+    workers = jobs or (os.cpu_count() or 1)
     serving = {"replica": replica, "transport": transport, "tokens_per_step": tokens_per_step or None,
                "tokens_per_gpu": tokens_per_gpu or None, "dispatch_dtype": dispatch_dtype,
                "combine_dtype": combine_dtype, "gpu": gpu or None, "overlap": overlap}
@@ -346,8 +347,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
             from .exact import server_bounds
 
             info["exact_model_why_not"] = why
-            server_bound = server_bounds(served, P // G, backend=backend, rel_gap=rel_gap, run=run,
-                                         jobs=jobs or (os.cpu_count() or 1))
+            server_bound = server_bounds(served, P // G, backend=backend, rel_gap=rel_gap, run=run, jobs=workers)
             info["exact_server_bound_layers"] = int(np.isfinite(server_bound).sum())
     if solver == "fast":
         slots = origin if origin is not None and max_moves == 0 else _place(w, P, G, nodes, trace.model.num_groups)[0]
@@ -361,8 +361,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
         budget = None if max_moves < 0 else np.full(L, max_moves)
         share = 0.3 if exact_fits else 0.7 if split else 1.0
         res = improve(objective, start, deadline=run.deadline.until(share=share), origin=origin,
-                      max_moves=budget, load_cap=cap, run=run, load=load, full=full,
-                      jobs=jobs or (os.cpu_count() or 1))
+                      max_moves=budget, load_cap=cap, run=run, load=load, full=full, jobs=workers)
         slots, times = res.slots, res.layer_time
         info.update({"rounds": res.rounds, "evaluations": objective.evaluations[0], "timed_out": res.timed_out})
     info["redundant_used"] = int(slots.shape[1] * slots.shape[2] - E)
@@ -371,7 +370,7 @@ def layer_time_method(stats: TraceStats, topology: Topology, redundant: int = -1
     if exact_fits:  # on the whole slot budget (the search may have left the spare slots out)
         pad = np.full(slots.shape[:2] + (P // G - slots.shape[2],), -1, dtype=np.int64)
         slots, routing, times, exact = _exact(instances, np.concatenate([slots, pad], axis=2), served, w, topology,
-                                              split, backend, rel_gap, run, jobs, info, full)
+                                              split, backend, rel_gap, run, workers, info, full)
     else:
         if split:  # now scored under the split rule itself
             objectives = [StepObjective.build(t, topology, **serving) for t in traces]
@@ -425,24 +424,20 @@ def _exact(instances: list, start: np.ndarray, objective: StepObjective, w: np.n
     [L, G, S]``: ``(slots, routing, seconds per layer [L], {"bound": float64 [L], "optimal": bool})``;
     ``objective`` scores the answer under the rule that will run."""
     from .exact import LayerSolve, slots_and_routing, solve_layers, start_routing
+    from .local import _holds
 
     L, G, S = start.shape
     E = w.shape[1]
     routing_mode = "split" if split else "one-copy"
     integral = split and instances[0].dedups
-    x0 = []
-    r0 = []
-    for layer in range(L):
-        x = np.zeros((E, G), dtype=bool)
-        live = start[layer] >= 0
-        x[start[layer][live], np.nonzero(live)[0]] = True
-        x0.append(x)
-        r0.append(start_routing(start[layer], None, E, integral, np.asarray(topology.latency)) if split else None)
+    x0 = list(_holds(start, E))  # [E, G] per layer
+    r0 = [start_routing(start[layer], E, integral, np.asarray(topology.latency)) if split else None
+          for layer in range(L)]
 
     def from_start(i: int, bound: float = -np.inf) -> LayerSolve:
         pairs = np.argwhere(instances[i].counts.sum(axis=0) > 0)
         return LayerSolve(x=x0[i], r=r0[i][pairs[:, 0], pairs[:, 1]] if split else None, pairs=pairs,
-                          objective=np.nan, bound=bound, termination="not solved", limit="time", nonzeros=0)
+                          objective=np.nan, bound=bound, termination="not solved", nonzeros=0)
 
     fill = fill_slots if full else (lambda s, *_: s)
 
@@ -452,8 +447,8 @@ def _exact(instances: list, start: np.ndarray, objective: StepObjective, w: np.n
 
     starts = [from_start(i) for i in range(L)]
     start_times = decoded(starts)[2]
-    results = solve_layers(instances, routing_mode, x0, r0, backend=backend, rel_gap=rel_gap, run=run,
-                           jobs=jobs or (os.cpu_count() or 1), start_seconds=start_times)
+    results = solve_layers(instances, routing_mode, x0, r0, backend=backend, rel_gap=rel_gap, run=run, jobs=jobs,
+                           start_seconds=start_times)
     solved = np.array([res is not None for res in results])
     filled = [res if res is not None else starts[i] for i, res in enumerate(results)]
     slots, routing, times = decoded(filled)
@@ -473,15 +468,13 @@ def _exact(instances: list, start: np.ndarray, objective: StepObjective, w: np.n
     return slots, routing, times, {"bound": bound, "optimal": all(r.termination == "optimal" for r in filled)}
 
 
-
-
 def _combined(objectives: list[StepObjective], robust: str):
     """One objective for the traces fitted: the objective itself, or their :class:`MultiObjective`."""
     return objectives[0] if len(objectives) == 1 else MultiObjective(objectives, robust)
 
 
 def _route(slots: np.ndarray, objective, topology: Topology, load: np.ndarray, run,
-           info: dict, share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+           info: dict) -> tuple[np.ndarray, np.ndarray]:
     """Routing fractions of ``replica='split'``: per layer the LP of :mod:`placement.formulations.split_routing`
     (no GPU above the layer's busiest under an even split), kept where ``objective`` (the split rule's)
     finds it faster than the even split; ``(routing [L, G, E, R], seconds per layer)``."""
@@ -495,7 +488,7 @@ def _route(slots: np.ndarray, objective, topology: Topology, load: np.ndarray, r
     setup = objective.setup
     routing, seconds = solve_split_routing(slots, objective.sent, topology, setup.dispatch_wire.bytes_per_token,
                                            setup.combine_wire.bytes_per_token,
-                                           np.broadcast_to(peak[:, None], (len(peak), G)), rs, run=run, share=share)
+                                           np.broadcast_to(peak[:, None], (len(peak), G)), rs, run=run)
     even = np.where(rs >= 0, 1.0, 0.0) / count[..., None]
     even = np.broadcast_to(even[:, None], routing.shape).copy()
     t_lp = objective.layer_times(slots, routing)
@@ -523,7 +516,8 @@ register(Method(
                     "divide over GPUs)", minimum=0, auto=-1),
              Option("solver", str, "search", "fast (numpy, ~25 ms), search (evaluator-scored local search) or "
                     "milp (the exact path: each layer's step model as a MILP, warm-started from the search, "
-                    "with a proven bound; replica=split or redundant=0)", choices=("fast", "search", "milp")),
+                    "with a proven bound, for replica=split or redundant=0; otherwise, or at scale, the search's "
+                    "placement with a server relaxation's bound)", choices=("fast", "search", "milp")),
              Option("replica", str, "vllm", "the serving stack's replica rule the placement is for",
                     choices=_RULES),
              Option("transport", str, "nccl", "how tokens move: nccl, deepep, deepep-ll",
